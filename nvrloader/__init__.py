@@ -1,0 +1,1 @@
+"""nvrloader: a video dataset as one neural archive, loaded back as a PyTorch Dataset."""

@@ -1,0 +1,101 @@
+"""One registry for every model, timm-style: presets are plain data, `create_model` builds them.
+
+A model class registers itself with `@register_model("name")` and carries:
+  - ``PRESETS``: ``{size: {kwarg: value}}``, plain data (``resolution`` may be part of a preset);
+  - ``WIDTH_KEY``: the constructor argument that sets the width (``fc_dim`` or equivalent), solved
+    for when a parameter budget is asked for;
+  - ``SIDE_INFO``: what its decoder needs besides the weights ("none", "keyframes", "embeddings");
+  - ``STRIDE``: a callable or attribute used to validate resolutions (checked by the class itself).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+_MODELS: dict[str, type[nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator adding a model family to the registry under ``name``."""
+
+    def wrap(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in _MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        cls.MODEL_NAME = name
+        _MODELS[name] = cls
+        return cls
+
+    return wrap
+
+
+def list_models() -> list[str]:
+    return sorted(_MODELS)
+
+
+def model_class(name: str) -> type[nn.Module]:
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
+
+
+def model_config(name: str, size: str | None = None, resolution: tuple[int, int] | None = None,
+                 **overrides: Any) -> dict[str, Any]:
+    """The constructor kwargs of a preset, with ``resolution`` and overrides applied (plain data)."""
+    cls = model_class(name)
+    presets: dict[str, dict[str, Any]] = cls.PRESETS
+    size = size or "tiny"
+    if size not in presets:
+        raise ValueError(f"model {name!r} has no size {size!r}; known: {', '.join(presets)}")
+    cfg = dict(presets[size])
+    if resolution is not None:
+        cfg["resolution"] = tuple(int(v) for v in resolution)
+    cfg.update(overrides)
+    return cfg
+
+
+def count_params(name: str, **cfg: Any) -> int:
+    """Parameter count of a configuration, built on the meta device (no memory, no init cost)."""
+    with torch.device("meta"):
+        model = model_class(name)(**cfg)
+    return count_model_params(model)
+
+
+def count_model_params(model: nn.Module) -> int:
+    """Parameters as the papers count them (a model may exclude e.g. an encoder via ``counted_parameters``)."""
+    params = model.counted_parameters() if hasattr(model, "counted_parameters") else model.parameters()
+    return sum(p.numel() for p in params)
+
+
+def solve_width(name: str, params: int, tolerance: float = 0.03, **cfg: Any) -> dict[str, Any]:
+    """Find the width (``WIDTH_KEY``) whose parameter count is closest to ``params``."""
+    cls = model_class(name)
+    key = cls.WIDTH_KEY
+    lo, hi = 1, 8
+    while count_params(name, **{**cfg, key: hi}) < params:
+        lo, hi = hi, hi * 2
+        if hi > 1 << 16:
+            raise ValueError(f"{name}: no width reaches {params} parameters")
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if count_params(name, **{**cfg, key: mid}) < params:
+            lo = mid
+        else:
+            hi = mid
+    best = min((lo, hi), key=lambda w: abs(count_params(name, **{**cfg, key: w}) - params))
+    got = count_params(name, **{**cfg, key: best})
+    if abs(got - params) > tolerance * params:
+        raise ValueError(f"{name}: closest width {key}={best} gives {got} parameters, "
+                         f"more than {tolerance:.0%} away from the budget {params}")
+    return {**cfg, key: best}
+
+
+def create_model(name: str, size: str | None = None, resolution: tuple[int, int] | None = None,
+                 params: int | None = None, **overrides: Any) -> nn.Module:
+    """Build a registered model from a preset, optionally re-sized to a parameter budget."""
+    cfg = model_config(name, size, resolution, **overrides)
+    if params is not None:
+        cfg = solve_width(name, params, **cfg)
+    return model_class(name)(**cfg)
