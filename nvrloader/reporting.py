@@ -1,0 +1,38 @@
+"""Small output helpers shared by the commands: atomic JSON files and the default cache folder."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+
+def default_cache_dir() -> Path:
+    """Frame stores and the generated sample dataset live here ($NVRLOADER_CACHE overrides)."""
+    return Path(os.environ.get("NVRLOADER_CACHE", Path.home() / ".cache" / "nvrloader"))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no inf; "inf" keeps the meaning (lossless PSNR)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def to_json(data: Any) -> str:
+    """Strict JSON text (no NaN/Infinity literals, which many readers reject)."""
+    return json.dumps(_jsonable(data), indent=2, default=str)
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON atomically (temporary file, then rename) so a crash never leaves half a report."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(to_json(data) + "\n")
+    os.replace(tmp, path)
+    return path
