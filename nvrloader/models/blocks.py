@@ -1,0 +1,150 @@
+"""Layers shared by the implicit video representations (NeRV family).
+
+Kept deliberately small: positional encoding, the NeRV up-sampling block and E-NeRV's cheaper
+variant of it, an MLP stack, flow warping, and the resolution check every model runs.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_ACTIVATIONS = {
+    "gelu": nn.GELU,
+    "relu": nn.ReLU,
+    "silu": nn.SiLU,
+    "swish": nn.SiLU,
+    "leaky": lambda: nn.LeakyReLU(0.01),
+    "leaky0.2": lambda: nn.LeakyReLU(0.2),
+    "none": nn.Identity,
+}
+
+
+def make_activation(name: str) -> nn.Module:
+    """An activation layer by name (the NeRV papers all use GELU; the others are for ablations)."""
+    try:
+        return _ACTIVATIONS[name.lower()]()
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; known: {', '.join(_ACTIVATIONS)}") from None
+
+
+class PositionalEncoding(nn.Module):
+    """gamma(t) = (sin(b^0 pi t), cos(b^0 pi t), ..., sin(b^(l-1) pi t), cos(b^(l-1) pi t)).
+
+    Input of any shape [...]; output [..., 2 * levels]. Frequencies are a non-persistent buffer:
+    they follow the module across devices but are not stored in checkpoints (they are config).
+    """
+
+    def __init__(self, base: float, levels: int):
+        super().__init__()
+        if levels < 1:
+            raise ValueError(f"PositionalEncoding: levels must be >= 1, got {levels}")
+        self.base = float(base)
+        self.levels = int(levels)
+        freqs = math.pi * self.base ** torch.arange(self.levels, dtype=torch.float64)
+        self.register_buffer("freqs", freqs.float(), persistent=False)
+
+    @property
+    def dim(self) -> int:
+        return 2 * self.levels
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        angles = t.unsqueeze(-1).float() * self.freqs
+        return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+
+    def extra_repr(self) -> str:
+        return f"base={self.base}, levels={self.levels}"
+
+
+def mlp(dims: Sequence[int], act: str = "gelu", act_last: bool = True) -> nn.Sequential:
+    """Linear layers with an activation after each (NeRV's stems also activate the last layer)."""
+    layers: list[nn.Module] = []
+    for i, (d_in, d_out) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(d_in, d_out))
+        if act_last or i < len(dims) - 2:
+            layers.append(make_activation(act))
+    return nn.Sequential(*layers)
+
+
+class NeRVBlock(nn.Module):
+    """conv kxk (in -> out * s^2) -> PixelShuffle(s) -> activation: NeRV's up-sampling block."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, kernel_size: int = 3, act: str = "gelu",
+                 bias: bool = True):
+        super().__init__()
+        self.conv = nn.Conv2d(in_ch, out_ch * stride * stride, kernel_size, padding=kernel_size // 2, bias=bias)
+        self.shuffle = nn.PixelShuffle(stride)
+        self.act = make_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shuffle(self.conv(x)))
+
+
+class UpgradedNeRVBlock(nn.Module):
+    """E-NeRV's block: conv(C1 -> C0 s^2) -> PixelShuffle(s) -> conv(C0 -> C2) -> activation.
+
+    C0 = min(C1, C2) / 4 keeps the large-stride first stage from dominating the parameter count.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, kernel_size: int = 3, act: str = "gelu",
+                 bias: bool = True):
+        super().__init__()
+        mid = max(1, min(in_ch, out_ch) // 4)
+        pad = kernel_size // 2
+        self.conv1 = nn.Conv2d(in_ch, mid * stride * stride, kernel_size, padding=pad, bias=bias)
+        self.shuffle = nn.PixelShuffle(stride)
+        self.conv2 = nn.Conv2d(mid, out_ch, kernel_size, padding=pad, bias=bias)
+        self.act = make_activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.conv2(self.shuffle(self.conv1(x))))
+
+
+def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Backward-warp ``features`` [N, C, H, W] by ``flow`` [N, 2, H, W] given in pixels (x, y).
+
+    Output pixel p samples ``features`` at p + flow(p), bilinear, border padding (as D-NeRV does).
+    """
+    n, _, h, w = flow.shape
+    ys = torch.arange(h, device=flow.device, dtype=flow.dtype)
+    xs = torch.arange(w, device=flow.device, dtype=flow.dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    x = (gx + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
+    y = (gy + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
+    grid = torch.stack((x, y), dim=-1)
+    return F.grid_sample(features, grid.to(features.dtype), mode="bilinear", padding_mode="border",
+                         align_corners=True)
+
+
+def to_unit_range(x: torch.Tensor, kind: str) -> torch.Tensor:
+    """Map head outputs to [0, 1]: "sigmoid" (E-NeRV) or "tanh" = (tanh + 1) / 2 (NeRV's default)."""
+    if kind == "sigmoid":
+        return torch.sigmoid(x)
+    if kind == "tanh":
+        return (torch.tanh(x) + 1) * 0.5
+    raise ValueError(f"unknown output activation {kind!r}; known: sigmoid, tanh")
+
+
+def total_stride(strides: Sequence[int]) -> int:
+    return math.prod(int(s) for s in strides)
+
+
+def initial_grid(model: str, resolution: Sequence[int], strides: Sequence[int]) -> tuple[int, int]:
+    """The h0 x w0 feature grid a decoder starts from, or a ValueError naming valid resolutions."""
+    if len(resolution) != 2:
+        raise ValueError(f"{model}: resolution must be (height, width), got {tuple(resolution)}")
+    h, w = (int(v) for v in resolution)
+    s = total_stride(strides)
+    if h > 0 and w > 0 and h % s == 0 and w % s == 0:
+        return h // s, w // s
+
+    def near(v: int) -> list[int]:
+        lo = max(s, (v // s) * s)
+        return sorted({lo, lo + s} if v % s else {lo})
+
+    options = ", ".join(f"{a}x{b}" for a in near(h) for b in near(w))
+    raise ValueError(f"{model}: resolution {h}x{w} is not allowed: height and width must be multiples of the "
+                     f"total stride {s} (strides {list(strides)}); nearest valid: {options}, or change the strides")
