@@ -1,4 +1,10 @@
-"""Model zoo: every implicit video representation behind one registry."""
-from nvrloader.models.registry import create_model, list_models, model_class, model_config, register_model
+"""Model zoo: every implicit video representation behind one registry.
 
-__all__ = ["create_model", "list_models", "model_class", "model_config", "register_model"]
+Importing this package registers every model family (the imports below are for that side effect).
+"""
+from nvrloader.models import dnerv, enerv, nerv  # noqa: F401  (registration)
+from nvrloader.models.registry import (count_model_params, count_params, create_model, list_models, model_class,
+                                       model_config, register_model, solve_width)
+
+__all__ = ["count_model_params", "count_params", "create_model", "list_models", "model_class", "model_config",
+           "register_model", "solve_width"]

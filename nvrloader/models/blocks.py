@@ -128,6 +128,27 @@ def to_unit_range(x: torch.Tensor, kind: str) -> torch.Tensor:
     raise ValueError(f"unknown output activation {kind!r}; known: sigmoid, tanh")
 
 
+def stage_channels(fc_dim: int, strides: Sequence[int], expansion: float, reduction: float | str,
+                   lower_width: int) -> list[int]:
+    """Output channels of each up-sampling stage, by the NeRV rule.
+
+    Stage 1 widens to ``fc_dim * expansion``; later stages divide by ``reduction`` (floored, as NeRV
+    and HNeRV do) or, with ``reduction="stride"``, by that stage's stride (rounded, as D-NeRV does);
+    never below ``lower_width``. Stride-1 stages keep their width.
+    """
+    channels = [int(fc_dim * expansion)]
+    for s in strides[1:]:
+        c = channels[-1]
+        if s == 1:
+            nxt = c
+        elif reduction == "stride":
+            nxt = round(c / s)
+        else:
+            nxt = int(c / float(reduction))
+        channels.append(max(nxt, lower_width))
+    return channels
+
+
 def total_stride(strides: Sequence[int]) -> int:
     return math.prod(int(s) for s in strides)
 

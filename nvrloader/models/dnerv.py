@@ -1,0 +1,182 @@
+"""D-NeRV (He et al., CVPR 2023): one shared model for many videos, conditioned on keyframes.
+
+Each 8-frame clip comes with its start and end keyframes (stored by an image codec). A content
+encoder turns them into feature pyramids; the decoder, driven by gamma(t) of the per-video time,
+predicts a flow at every scale, warps both keyframes' features towards each frame, blends them by
+temporal distance, injects them by spatially-adaptive fusion (SAF), up-samples, and mixes the
+frames of the clip with a global temporal MLP (GTMLP). The last stage warps the keyframe RGB and a
+small head predicts the frame in normalised colour space.
+
+Switches reproduce the paper's ablations: ``fusion="concat"`` (U-Net-style concatenation instead
+of SAF), ``gtmlp=False``, ``flow=False`` (content blended without warping) and
+``multiscale_flow=False`` (one flow at the coarsest scale, up-sampled for every stage).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, initial_grid, make_activation, mlp,
+                                     stage_channels, warp)
+from nvrloader.models.registry import register_model
+
+# RGB statistics of UCF101 used by the authors to normalise keyframes and de-normalise outputs.
+UCF101_MEAN = (0.3986, 0.3829, 0.3546)
+UCF101_STD = (0.2805, 0.2747, 0.2787)
+FUSIONS = ("saf", "concat")
+
+
+def _head(in_ch: int, out_ch: int, act: str) -> nn.Sequential:
+    """1x1 conv to C/4 -> activation -> 3x3 conv: the flow and RGB heads."""
+    mid = max(1, in_ch // 4)
+    return nn.Sequential(nn.Conv2d(in_ch, mid, 1), make_activation(act), nn.Conv2d(mid, out_ch, 3, padding=1))
+
+
+class ContentEncoder(nn.Module):
+    """Keyframe features at every decoder scale: conv 3x3, then patchify convs (kernel = stride).
+
+    Returns the pyramid coarsest first, ending with the (normalised) keyframe itself, so entry i
+    has the resolution of decoder stage i's input and the last entry that of the output.
+    """
+
+    def __init__(self, dim: int, strides: Sequence[int], act: str = "gelu"):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, dim, 3, padding=1), make_activation(act))
+        self.stages = nn.ModuleList(nn.Sequential(nn.Conv2d(dim, dim, s, stride=s), make_activation(act))
+                                    for s in reversed(strides))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = [x]
+        y = self.stem(x)
+        for stage in self.stages:
+            y = stage(y)
+            feats.append(y)
+        return feats[::-1]
+
+
+class DNeRVStage(nn.Module):
+    """Fuse the warped content (SAF or concat) -> conv -> PixelShuffle -> GELU -> GTMLP residual."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int, content_ch: int, clip_len: int,
+                 fusion: str = "saf", gtmlp: bool = True, act: str = "gelu"):
+        super().__init__()
+        self.fusion = fusion
+        self.clip_len = clip_len
+        self.saf = nn.Conv2d(content_ch, 2 * in_ch, 1) if fusion == "saf" else None
+        conv_in = in_ch if fusion == "saf" else in_ch + content_ch
+        self.up = NeRVBlock(conv_in, out_ch, stride, act=act)
+        # one T x T matrix per channel: a grouped 1x1 conv over the (channel, frame) axis
+        self.gtmlp = nn.Conv2d(out_ch * clip_len, out_ch * clip_len, 1, groups=out_ch) if gtmlp else None
+
+    def forward(self, x: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+        if self.saf is not None:
+            gamma, beta = self.saf(content).chunk(2, dim=1)
+            x = x * (1 + gamma) + beta
+        else:
+            x = torch.cat((x, content), dim=1)
+        x = self.up(x)
+        if self.gtmlp is not None:
+            bt, c, h, w = x.shape
+            t = self.clip_len
+            y = x.view(bt // t, t, c, h, w).transpose(1, 2).reshape(bt // t, c * t, h, w)
+            y = self.gtmlp(y).view(bt // t, c, t, h, w).transpose(1, 2).reshape(bt, c, h, w)
+            x = x + y
+        return x
+
+
+@register_model("dnerv")
+class DNeRV(nn.Module):
+    # S/M/L: the paper's UCF101 models (21.4M / 38.9M / 61.3M); tiny*: CPU-sized.
+    PRESETS = {
+        "tiny": dict(resolution=(64, 80), fc_dim=16, strides=(4, 2, 2), lower_width=12, stem_dim=128,
+                     content_dim=16),
+        "tiny128": dict(resolution=(128, 160), fc_dim=16, strides=(4, 2, 2, 2), lower_width=12, stem_dim=128,
+                        content_dim=16),
+        "S": dict(resolution=(256, 320), fc_dim=198, strides=(4, 2, 2, 2, 2)),
+        "M": dict(resolution=(256, 320), fc_dim=280, strides=(4, 2, 2, 2, 2)),
+        "L": dict(resolution=(256, 320), fc_dim=361, strides=(4, 2, 2, 2, 2)),
+    }
+    WIDTH_KEY = "fc_dim"
+    SIDE_INFO = "keyframes"
+
+    def __init__(self, resolution: Sequence[int] = (256, 320), fc_dim: int = 198,
+                 strides: Sequence[int] = (4, 2, 2, 2, 2), expansion: float = 2.0, lower_width: int = 32,
+                 stem_dim: int = 512, content_dim: int = 64, pe_base: float = 1.25, pe_levels: int = 240,
+                 clip_len: int = 8, fusion: str = "saf", gtmlp: bool = True, flow: bool = True,
+                 multiscale_flow: bool = True, mean: Sequence[float] = UCF101_MEAN,
+                 std: Sequence[float] = UCF101_STD, act: str = "gelu"):
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ValueError(f"dnerv: fusion must be one of {FUSIONS}, got {fusion!r}")
+        self.resolution = (int(resolution[0]), int(resolution[1]))
+        self.grid = initial_grid("dnerv", self.resolution, strides)
+        self.fc_dim = int(fc_dim)
+        self.clip_len = int(clip_len)
+        self.uses_gtmlp = bool(gtmlp)
+        self.multiscale_flow = bool(multiscale_flow)
+        self.pe = PositionalEncoding(pe_base, pe_levels)
+        self.stem = mlp([self.pe.dim, stem_dim, self.fc_dim * self.grid[0] * self.grid[1]], act)
+        self.encoder = ContentEncoder(content_dim, strides, act)
+        channels = stage_channels(self.fc_dim, strides, expansion, "stride", lower_width)
+        ins = [self.fc_dim + content_dim] + channels[:-1]
+        self.stages = nn.ModuleList(DNeRVStage(c_in, c_out, s, content_dim, self.clip_len, fusion, gtmlp, act)
+                                    for c_in, c_out, s in zip(ins, channels, strides))
+        # one flow head per scale (every stage input and the output), one at the coarsest, or none
+        flow_ins = (ins + channels[-1:]) if multiscale_flow else ins[:1]
+        self.flow_heads = nn.ModuleList(_head(c, 4, act) for c in flow_ins) if flow else nn.ModuleList()
+        self.rgb_head = _head(channels[-1] + 3, 3, act)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        t = batch["t"]
+        b, n = t.shape
+        if self.uses_gtmlp and n != self.clip_len:
+            raise ValueError(f"dnerv: clips must have {self.clip_len} frames (the GTMLP's clip_len), got {n}; "
+                             "pad short clips with their last frame")
+        weight = (batch["offset"] / batch["span"].clamp(min=1).unsqueeze(1)).reshape(b * n, 1, 1, 1)
+        keyframes = batch["keyframes"].flatten(0, 1)
+        pyramid = self.encoder((keyframes - self.mean) / self.std)
+
+        x = self.stem(self.pe(t.reshape(-1))).view(b, n, self.fc_dim, *self.grid)
+        content = F.interpolate(pyramid[0].view(b, 2, -1, *self.grid).transpose(1, 2), size=(n, *self.grid),
+                                mode="trilinear", align_corners=False).transpose(1, 2)
+        x = torch.cat((x, content), dim=2).transpose(1, 2)            # [B, C, T, h0, w0]
+        x = F.instance_norm(x).transpose(1, 2).reshape(b * n, -1, *self.grid)
+
+        coarse_flow = None
+        for i, feats in enumerate(pyramid):
+            if not self.flow_heads:
+                flow = None
+            elif self.multiscale_flow:
+                flow = self.flow_heads[i](x)
+            else:
+                coarse_flow = self.flow_heads[0](x) if i == 0 else coarse_flow
+                flow = self._upsample_flow(coarse_flow, feats.shape[-2:])
+            fused = self._fuse(feats, flow, weight, b, n)
+            x = self.stages[i](x, fused) if i < len(self.stages) else self.rgb_head(torch.cat((x, fused), 1))
+        frames = (x * self.std + self.mean).clamp(0, 1)
+        return frames.view(b, n, 3, *self.resolution)
+
+    @staticmethod
+    def _upsample_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        """A pixel-unit flow resized to ``size``: displacements scale with the resolution."""
+        if tuple(size) == tuple(flow.shape[-2:]):
+            return flow
+        scale = size[0] / flow.shape[-2]
+        return F.interpolate(flow, size=tuple(size), mode="bilinear", align_corners=False) * scale
+
+    @staticmethod
+    def _fuse(feats: torch.Tensor, flow: torch.Tensor | None, weight: torch.Tensor, b: int,
+              n: int) -> torch.Tensor:
+        """(1 - w) * start warped forward + w * end warped backward, per frame of the clip."""
+        pair = feats.view(b, 1, 2, *feats.shape[1:]).expand(b, n, 2, *feats.shape[1:])
+        start = pair[:, :, 0].reshape(b * n, *feats.shape[1:])
+        end = pair[:, :, 1].reshape(b * n, *feats.shape[1:])
+        if flow is not None:
+            start = warp(start, flow[:, :2])
+            end = warp(end, flow[:, 2:])
+        return (1 - weight) * start + weight * end
