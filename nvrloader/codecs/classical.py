@@ -48,8 +48,7 @@ def search_rate(measure: Callable[[float], float], target: float, lo: float, hi:
 
 class StreamDecoder(WholeVideoDecoder):
     def decode_video(self, video: int) -> np.ndarray:
-        data = self.archive.get("streams", video_key(video))
-        frames = decode_bytes(np.asarray(data, dtype=np.uint8).tobytes())
+        frames = decode_bytes(self.archive.get("streams", video_key(video)))
         expected = self.meta["videos"][video]["num_frames"]
         if len(frames) != expected:
             from nvrloader.archive import ArchiveError
@@ -107,6 +106,6 @@ class ClassicalCodec(Codec):
             crf = float(options.get("crf") if options.get("crf") is not None else 23.0)
             measure(crf)
         for i, data in enumerate(cache[crf]):
-            writer.put("streams", video_key(i), np.frombuffer(data, dtype=np.uint8))
+            writer.put("streams", video_key(i), data)
         return {"encoder": ENCODERS[self.name], "crf": round(crf, 3), "preset": preset,
                 "gop": gop or "whole video", "pix_fmt": "yuv420p", **extras}
