@@ -10,12 +10,13 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from nvrloader import synth
 from nvrloader.archive import ArchiveError, ArchiveWriter, open_archive
 from nvrloader.codecs import CodecError, codec_classes, codec_names, get_codec
 from nvrloader.device import resolve_device
+from nvrloader.distributed import barrier, init_distributed, is_main_process, shutdown_distributed
 from nvrloader.eval import evaluate, size_report
 from nvrloader.framestore import FrameStore, open_or_build_framestore
 from nvrloader.reporting import default_cache_dir, to_json, write_json
@@ -82,9 +83,23 @@ def check_options(args: argparse.Namespace, owners: dict[str, set[str]]) -> None
         raise ValueError(f"{flags} do(es) not apply to codec {args.codec!r}")
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Sources -> frame store -> codec -> archive -> report."""
-    src = demo_source(args.cache_dir) if args.demo or not args.src else Path(args.src)
+def main_process_first(fn: Callable[[], Any]) -> Any:
+    """Rank 0 does ``fn`` (e.g. building the frame store) while the other ranks wait, then they reuse it."""
+    if not is_main_process():
+        barrier()
+    result = fn()
+    if is_main_process():
+        barrier()
+    return result
+
+
+def run(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Sources -> frame store -> codec -> archive -> report. Under torchrun only rank 0 writes and reports."""
+    _, world, _ = init_distributed()
+    codec = get_codec(args.codec)
+    if world > 1 and not codec.distributed:
+        raise ValueError(f"codec {args.codec!r} does not use several processes; run it without torchrun")
+    src = main_process_first(lambda: demo_source(args.cache_dir)) if args.demo or not args.src else Path(args.src)
     output = args.output or Path(f"{args.codec}.nvr")
     if args.match is not None:
         if args.target_bpp is not None:
@@ -93,8 +108,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.target_bpp = size_report(other)["bpp"]
     device = resolve_device(args.device)
     index = discover(src, split=args.split)
-    store = open_or_build_framestore(index, args.cache_dir, args.fps, args.resolution, args.resize_mode,
-                                     split=args.split, subset=args.subset, skip_bad=args.skip_bad)
+    store = main_process_first(lambda: open_or_build_framestore(
+        index, args.cache_dir, args.fps, args.resolution, args.resize_mode, split=args.split, subset=args.subset,
+        skip_bad=args.skip_bad))
     video_ids = list(range(len(store)))
     if not video_ids:
         raise ValueError(f"{src}: no videos in subset {args.subset!r}")
@@ -105,12 +121,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "resize_mode": args.resize_mode, "source": str(Path(src).resolve()), "split": args.split,
         "subset": args.subset, "codec": args.codec,
     }
-    options = {k: v for k, v in vars(args).items()}
+    options = dict(vars(args))
     options["checkpoint_dir"] = output.with_name(output.name + ".ckpt")
-    codec = get_codec(args.codec)
     start = time.perf_counter()
+    meta_bytes = len(json.dumps(meta).encode())
+    if not is_main_process():  # the other ranks only share the fitting
+        codec.encode(store, video_ids, None, options, device, meta_bytes)
+        return None
     with ArchiveWriter(output, args.codec) as writer:
-        meta_bytes = len(json.dumps(meta).encode())
         config = codec.encode(store, video_ids, writer, options, device, meta_bytes)
         extras = config.pop("report", {})
         writer.set_meta({**meta, "codec_config": config})
@@ -120,8 +138,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report = size_report(archive)
     else:
         report = evaluate(output, store, str(device))
-    report = {"codec": args.codec, "archive": str(output), "size": options.get("size"), **report,
-              "encode_seconds": round(seconds, 2), "codec_config": config, **extras}
+    report = {"codec": args.codec, "archive": str(output), "size": options.get("size"), "params": 0,
+              "train_seconds": 0.0, **report, "encode_seconds": round(seconds, 2), "codec_config": config, **extras}
     write_json(args.report or output.with_suffix(".json"), report)
     return report
 
@@ -135,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     except (SourceError, VideoError, ArchiveError, CodecError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        shutdown_distributed()
+    if report is None:
+        return 0
     summary = {k: v for k, v in report.items() if k != "per_video"}
     print(to_json(summary))
     return 0

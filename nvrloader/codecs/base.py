@@ -39,6 +39,8 @@ class Codec(ABC):
 
     names: ClassVar[tuple[str, ...]]
     decoder: ClassVar[type[Decoder]]
+    distributed: ClassVar[bool] = False  # encode() can share its work across torchrun processes
+
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -48,12 +50,13 @@ class Codec(ABC):
         """Declare the command-line options this codec understands (defaults must be None)."""
 
     @abstractmethod
-    def encode(self, store: FrameStore, video_ids: list[int], writer: ArchiveWriter,
+    def encode(self, store: FrameStore, video_ids: list[int], writer: ArchiveWriter | None,
                options: dict[str, Any], device: torch.device, meta_bytes: int) -> dict[str, Any]:
         """Write the payloads of ``video_ids``; return the codec config (stored in meta) and report extras.
 
         ``meta_bytes`` is the size of the archive's meta without the codec config, so a codec that
-        searches for a target bpp can count everything the archive will hold.
+        searches for a target bpp can count everything the archive will hold. ``writer`` is None on
+        torchrun ranks other than 0 (only for ``distributed`` codecs): do the shared work, write nothing.
         """
 
 

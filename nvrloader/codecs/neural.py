@@ -153,6 +153,7 @@ class _FloatSide:
 class NeuralCodec(Codec):
     names = tuple(RECIPES)
     decoder = NeuralDecoder
+    distributed = True
 
     @classmethod
     def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
