@@ -164,7 +164,7 @@ def _read_split_list(path: Path, video_root: Path, classes: list[str], split_nam
             )
         video = video_root / rel
         if not video.is_file():
-            missing.append(f"line {n}: {video}")
+            missing.append(f"line {n}: {parts[0]}")
             continue
         records.append(VideoRecord(video.stem, video, class_name, label, split_name, ucf_group(video.stem)))
     if missing:
