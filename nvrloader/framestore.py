@@ -121,7 +121,7 @@ def build_framestore(index: SourceIndex, out: Path, fps: float | None, size: tup
     """Decode the subset into ``out``, reusing a complete store with the same key and resuming a partial one."""
     out = Path(out)
     records = index.subset(subset)
-    size = _check_args(fps, size, resize_mode)
+    fps, size = _settings(fps, size, resize_mode)
     if not records:
         raise ValueError(f"{index.root}: no videos in subset {subset!r} of split {index.split}")
     key = _store_key(index, records, fps, size, resize_mode, subset)
@@ -157,7 +157,6 @@ def open_or_build_framestore(src: str | Path | SourceIndex, cache_dir: Path, fps
                              subset: str = "all", skip_bad: bool = False, progress: bool = True) -> FrameStore:
     """The store for these settings in ``cache_dir``, built on first use. A SourceIndex brings its own split."""
     index = src if isinstance(src, SourceIndex) else discover(src, split)
-    size = _check_args(fps, size, resize_mode)
     return build_framestore(index, Path(cache_dir) / store_filename(index, fps, size, resize_mode, subset),
                             fps, size, resize_mode, subset, skip_bad, progress)
 
@@ -165,6 +164,7 @@ def open_or_build_framestore(src: str | Path | SourceIndex, cache_dir: Path, fps
 def store_filename(index: SourceIndex, fps: float | None, size: tuple[int, int], resize_mode: str,
                    subset: str) -> str:
     """Readable settings plus a short hash of everything that identifies the store."""
+    fps, size = _settings(fps, size, resize_mode)
     ident = json.dumps([str(index.root), index.split, subset, fps, list(size), resize_mode])
     digest = hashlib.sha256(ident.encode()).hexdigest()[:10]
     name = re.sub(r"[^a-z0-9]+", "-", index.root.name.lower()).strip("-") or "videos"
@@ -174,14 +174,15 @@ def store_filename(index: SourceIndex, fps: float | None, size: tuple[int, int],
 
 # ---------------------------------------------------------------- building blocks
 
-def _check_args(fps: float | None, size: tuple[int, int], resize_mode: str) -> tuple[int, int]:
+def _settings(fps: float | None, size: tuple[int, int], resize_mode: str) -> tuple[float | None, tuple[int, int]]:
+    """Validated settings in one canonical form, so 2 and 2.0 fps name the same store."""
     if fps is not None and not fps > 0:
         raise ValueError(f"fps must be positive or None, got {fps!r}")
     if len(size) != 2 or any(int(s) != s or s < 1 for s in size):
         raise ValueError(f"size must be (height, width) in positive whole pixels, got {size!r}")
     if resize_mode not in RESIZE_MODES:
         raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {resize_mode!r}")
-    return int(size[0]), int(size[1])
+    return (None if fps is None else float(fps)), (int(size[0]), int(size[1]))
 
 
 def _store_key(index: SourceIndex, records: list[VideoRecord], fps: float | None, size: tuple[int, int],

@@ -126,11 +126,19 @@ def test_file_name_is_readable_and_keyed(dataset):
     index = discover(dataset)
     name = store_filename(index, 2, (256, 320), "stretch", "all")
     assert name.startswith(f"{dataset.name.lower().replace('_', '-')}-2fps-256x320-stretch-all-") and name.endswith(".h5")
+    assert store_filename(index, 2.0, [256.0, 320], "stretch", "all") == name
     variants = {store_filename(index, *args) for args in [(2, (256, 320), "stretch", "all"), (1, (256, 320), "stretch", "all"),
                                                          (2, (128, 160), "stretch", "all"), (2, (256, 320), "crop", "all"),
                                                          (2, (256, 320), "stretch", "train"), (None, (256, 320), "stretch", "all")]}
     assert len(variants) == 6
     assert store_filename(discover(dataset, split=2), 2, (256, 320), "stretch", "all") != name
+
+
+def test_equal_settings_in_other_types_share_the_store(dataset, tmp_path, reader):
+    first = open_or_build_framestore(dataset, tmp_path, fps=4, size=SIZE, progress=False)
+    reader(fail_on=1, error=AssertionError("decoded again"))
+    second = open_or_build_framestore(str(dataset), tmp_path, fps=4.0, size=[float(s) for s in SIZE], progress=False)
+    assert second.path == first.path and second.fps == 4.0
 
 
 def test_interrupted_build_resumes(dataset, tmp_path, reader):
