@@ -11,6 +11,7 @@ A layout that fits none of these raises one ``SourceError`` saying what was expe
 from __future__ import annotations
 
 import hashlib
+import numbers
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,8 +66,9 @@ def discover(src: str | Path, split: int = 1) -> SourceIndex:
     if not root.is_dir():
         raise SourceError(f"{root}: expected a folder of videos, found a file")
     root = root.resolve()
-    if isinstance(split, bool) or not isinstance(split, int) or split < 1:
+    if isinstance(split, bool) or not isinstance(split, numbers.Integral) or split < 1:
         raise SourceError(f"{root}: split must be a positive integer, got {split!r}")
+    split = int(split)
     list_dir = _find_list_dir(root)
     if list_dir is not None:
         return _discover_ucf(root, list_dir, split)
