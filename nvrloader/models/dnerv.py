@@ -13,6 +13,7 @@ of SAF), ``gtmlp=False``, ``flow=False`` (content blended without warping) and
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -57,6 +58,26 @@ class ContentEncoder(nn.Module):
         return feats[::-1]
 
 
+class GTMLP(nn.Module):
+    """Global temporal MLP: a learned T x T matrix per channel mixes the frames of a clip, residually.
+
+    The same map as a 1x1 conv over (C * T) channels with groups = C (the paper's formulation),
+    written as one einsum because grouped convs are slow on CPU.
+    """
+
+    def __init__(self, channels: int, clip_len: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(channels, clip_len, clip_len))
+        self.bias = nn.Parameter(torch.empty(channels, clip_len))
+        bound = 1 / math.sqrt(clip_len)   # nn.Conv2d's default init for fan_in = T
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [B, T, C, H, W] -> same shape."""
+        return x + torch.einsum("cst,btchw->bschw", self.weight, x) + self.bias.t()[None, :, :, None, None]
+
+
 class DNeRVStage(nn.Module):
     """Fuse the warped content (SAF or concat) -> conv -> PixelShuffle -> GELU -> GTMLP residual."""
 
@@ -68,8 +89,7 @@ class DNeRVStage(nn.Module):
         self.saf = nn.Conv2d(content_ch, 2 * in_ch, 1) if fusion == "saf" else None
         conv_in = in_ch if fusion == "saf" else in_ch + content_ch
         self.up = NeRVBlock(conv_in, out_ch, stride, act=act)
-        # one T x T matrix per channel: a grouped 1x1 conv over the (channel, frame) axis
-        self.gtmlp = nn.Conv2d(out_ch * clip_len, out_ch * clip_len, 1, groups=out_ch) if gtmlp else None
+        self.gtmlp = GTMLP(out_ch, clip_len) if gtmlp else None
 
     def forward(self, x: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
         if self.saf is not None:
@@ -80,10 +100,7 @@ class DNeRVStage(nn.Module):
         x = self.up(x)
         if self.gtmlp is not None:
             bt, c, h, w = x.shape
-            t = self.clip_len
-            y = x.view(bt // t, t, c, h, w).transpose(1, 2).reshape(bt // t, c * t, h, w)
-            y = self.gtmlp(y).view(bt // t, c, t, h, w).transpose(1, 2).reshape(bt, c, h, w)
-            x = x + y
+            x = self.gtmlp(x.view(bt // self.clip_len, self.clip_len, c, h, w)).view(bt, c, h, w)
         return x
 
 
@@ -91,15 +108,16 @@ class DNeRVStage(nn.Module):
 class DNeRV(nn.Module):
     # S/M/L: the paper's UCF101 models (21.4M / 38.9M / 61.3M); tiny*: CPU-sized.
     PRESETS = {
-        "tiny": dict(resolution=(64, 80), fc_dim=16, strides=(4, 2, 2), lower_width=12, stem_dim=128,
+        "tiny": dict(resolution=(64, 80), fc_dim=16, strides=(4, 2, 2), lower_width=8, stem_dim=64,
                      content_dim=16),
-        "tiny128": dict(resolution=(128, 160), fc_dim=16, strides=(4, 2, 2, 2), lower_width=12, stem_dim=128,
+        "tiny128": dict(resolution=(128, 160), fc_dim=16, strides=(4, 2, 2, 2), lower_width=8, stem_dim=64,
                         content_dim=16),
         "S": dict(resolution=(256, 320), fc_dim=198, strides=(4, 2, 2, 2, 2)),
         "M": dict(resolution=(256, 320), fc_dim=280, strides=(4, 2, 2, 2, 2)),
         "L": dict(resolution=(256, 320), fc_dim=361, strides=(4, 2, 2, 2, 2)),
     }
     WIDTH_KEY = "fc_dim"
+    FINE_WIDTH_KEY = "stem_dim"
     SIDE_INFO = "keyframes"
 
     def __init__(self, resolution: Sequence[int] = (256, 320), fc_dim: int = 198,

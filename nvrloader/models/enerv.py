@@ -47,9 +47,9 @@ class ENeRV(nn.Module):
     # ladder as NeRV's presets (3.2M / 6.3M) at 256x320.
     PRESETS = {
         "tiny": dict(resolution=(64, 80), fc_dim=32, strides=(4, 2, 2), expansion=2.0, reduction=2,
-                     lower_width=16, block_dim=64, mlp_dim=32, stem_dim=128, norm_dim=32, dim_head=16),
+                     lower_width=8, block_dim=32, mlp_dim=32, stem_dim=64, norm_dim=16, dim_head=8),
         "tiny128": dict(resolution=(128, 160), fc_dim=32, strides=(4, 2, 2, 2), expansion=2.0, reduction=2,
-                        lower_width=16, block_dim=64, mlp_dim=32, stem_dim=128, norm_dim=32, dim_head=16),
+                        lower_width=8, block_dim=32, mlp_dim=32, stem_dim=64, norm_dim=16, dim_head=8),
         "S": dict(resolution=(256, 320), fc_dim=87, strides=(4, 2, 2, 2, 2), expansion=3.0, reduction=2,
                   lower_width=32),
         "M": dict(resolution=(256, 320), fc_dim=139, strides=(4, 2, 2, 2, 2), expansion=3.0, reduction=2,
@@ -58,6 +58,7 @@ class ENeRV(nn.Module):
                   lower_width=96),
     }
     WIDTH_KEY = "fc_dim"
+    FINE_WIDTH_KEY = "stem_dim"
     SIDE_INFO = "none"
 
     def __init__(self, resolution: Sequence[int] = (64, 80), fc_dim: int = 32, strides: Sequence[int] = (4, 2, 2),

@@ -23,9 +23,9 @@ class NeRV(nn.Module):
     # (88M / 105M / 127M). "S"/"M" keep the ladder's sizes at D-NeRV's 256x320 layout.
     PRESETS = {
         "tiny": dict(resolution=(64, 80), fc_dim=32, strides=(4, 2, 2), expansion=1.0, reduction=2,
-                     lower_width=16, stem_dim=128),
+                     lower_width=8, stem_dim=64),
         "tiny128": dict(resolution=(128, 160), fc_dim=32, strides=(4, 2, 2, 2), expansion=1.0, reduction=2,
-                        lower_width=16, stem_dim=128),
+                        lower_width=8, stem_dim=64),
         "S": dict(resolution=(256, 320), fc_dim=108, strides=(4, 2, 2, 2, 2), expansion=1.0, reduction=2,
                   lower_width=32),
         "M": dict(resolution=(256, 320), fc_dim=164, strides=(4, 2, 2, 2, 2), expansion=1.0, reduction=2,
@@ -40,6 +40,7 @@ class NeRV(nn.Module):
                       reduction="stride", lower_width=32, pe_levels=240, head_kernel=3),
     }
     WIDTH_KEY = "fc_dim"
+    FINE_WIDTH_KEY = "stem_dim"
     SIDE_INFO = "none"
 
     def __init__(self, resolution: Sequence[int] = (64, 80), fc_dim: int = 32, strides: Sequence[int] = (4, 2, 2),

@@ -5,7 +5,10 @@ A model class registers itself with `@register_model("name")` and carries:
   - ``WIDTH_KEY``: the constructor argument that sets the width (``fc_dim`` or equivalent), solved
     for when a parameter budget is asked for;
   - ``SIDE_INFO``: what its decoder needs besides the weights ("none", "keyframes", "embeddings");
-  - ``STRIDE``: a callable or attribute used to validate resolutions (checked by the class itself).
+  - optionally ``FINE_WIDTH_KEY``: a second, finer-grained width (e.g. the stem MLP's hidden size)
+    used to close the gap when one step of ``WIDTH_KEY`` is coarser than the tolerance, as happens
+    for small budgets.
+Each class validates its own resolution (a ValueError naming the valid ones).
 """
 from __future__ import annotations
 
@@ -69,15 +72,13 @@ def count_model_params(model: nn.Module) -> int:
     return sum(p.numel() for p in params)
 
 
-def solve_width(name: str, params: int, tolerance: float = 0.03, **cfg: Any) -> dict[str, Any]:
-    """Find the width (``WIDTH_KEY``) whose parameter count is closest to ``params``."""
-    cls = model_class(name)
-    key = cls.WIDTH_KEY
+def _closest_width(name: str, key: str, params: int, cfg: dict[str, Any]) -> tuple[int, int]:
+    """Binary search (counts grow with width): the largest width under budget and the closest one."""
     lo, hi = 1, 8
     while count_params(name, **{**cfg, key: hi}) < params:
         lo, hi = hi, hi * 2
         if hi > 1 << 16:
-            raise ValueError(f"{name}: no width reaches {params} parameters")
+            raise ValueError(f"{name}: no {key} reaches {params} parameters")
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if count_params(name, **{**cfg, key: mid}) < params:
@@ -85,11 +86,35 @@ def solve_width(name: str, params: int, tolerance: float = 0.03, **cfg: Any) -> 
         else:
             hi = mid
     best = min((lo, hi), key=lambda w: abs(count_params(name, **{**cfg, key: w}) - params))
-    got = count_params(name, **{**cfg, key: best})
+    return lo, best
+
+
+def solve_width(name: str, params: int, tolerance: float = 0.03, **cfg: Any) -> dict[str, Any]:
+    """Find the width (``WIDTH_KEY``) whose parameter count is closest to ``params``.
+
+    If even the closest width misses by more than ``tolerance`` and the class names a
+    ``FINE_WIDTH_KEY``, the largest width under budget is kept and the fine width fills the rest.
+    """
+    cls = model_class(name)
+    key = cls.WIDTH_KEY
+    under, best = _closest_width(name, key, params, cfg)
+    solved = {**cfg, key: best}
+    got = count_params(name, **solved)
+    fine = getattr(cls, "FINE_WIDTH_KEY", None)
+    if abs(got - params) > tolerance * params and fine is not None:
+        try:
+            _, fine_best = _closest_width(name, fine, params, {**cfg, key: under})
+        except ValueError:
+            fine_best = None
+        if fine_best is not None:
+            candidate = {**cfg, key: under, fine: fine_best}
+            if abs(count_params(name, **candidate) - params) < abs(got - params):
+                solved, got = candidate, count_params(name, **candidate)
     if abs(got - params) > tolerance * params:
-        raise ValueError(f"{name}: closest width {key}={best} gives {got} parameters, "
+        widths = ", ".join(f"{k}={solved[k]}" for k in (key, fine) if k in solved)
+        raise ValueError(f"{name}: closest widths {widths} give {got} parameters, "
                          f"more than {tolerance:.0%} away from the budget {params}")
-    return {**cfg, key: best}
+    return solved
 
 
 def create_model(name: str, size: str | None = None, resolution: tuple[int, int] | None = None,
