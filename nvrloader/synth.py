@@ -1,0 +1,327 @@
+"""Synthetic action dataset in the official UCF101 layout: the embedded default for demos and tests.
+
+Classes come in pairs whose motions are time reversals of each other (MoveLeft / MoveRight,
+RotateClockwise / RotateCounterclockwise, Grow / Shrink, ...). Everything a single frame shows
+(background, object texture and shape, position, size, lighting, noise) is drawn from the same
+distribution for both classes of a pair, so only motion tells them apart: a loader that loses
+motion (too few frames, smeared temporal detail) costs recognition accuracy.
+
+Each UCF "group" is a scene shared by all classes: background texture, object texture and shape,
+light direction and ramp, camera pan. Test groups are disjoint from train groups, as in UCF101.
+
+    python -m nvrloader.synth OUT_DIR --classes 6 --videos-per-class 12 --seed 0
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from nvrloader.video import write_video
+
+# (class name, motion, direction); a pair shares the motion and has opposite directions.
+CLASSES: tuple[tuple[str, str, int], ...] = (
+    ("MoveLeft", "move_x", -1), ("MoveRight", "move_x", 1),
+    ("RotateClockwise", "rotate", 1), ("RotateCounterclockwise", "rotate", -1),
+    ("Grow", "scale", 1), ("Shrink", "scale", -1),
+    ("MoveUp", "move_y", -1), ("MoveDown", "move_y", 1),
+    ("OrbitClockwise", "orbit", 1), ("OrbitCounterclockwise", "orbit", -1),
+    ("BounceLeft", "bounce", -1), ("BounceRight", "bounce", 1),
+)
+CLIPS_PER_GROUP = 4          # UCF101 has 4-7 clips per group
+TEST_GROUP_FRACTION = 7 / 25  # UCF101 split 1: groups 1-7 of 25 are test
+NUM_SPLITS = 3
+XVID_OPTIONS = {"b": "600k", "g": "125"}  # UCF101 averages about 0.55 Mbit/s of XviD
+MAX_PAN_SPEED = 12.0         # px/s
+TEXTURE_SIZE = 128
+
+
+@dataclass(frozen=True)
+class Scene:
+    """What the clips of one group share, across classes."""
+    background: np.ndarray   # float32 [H + 2m, W + 2m, 3], 0..255, larger than the frame for panning
+    margin: int
+    texture: np.ndarray      # float32 [TEXTURE_SIZE * TEXTURE_SIZE, 3] object texture, flattened
+    outline: tuple[tuple[int, float, float], ...]  # (k, a cos phi, a sin phi): r = 1 + sum a cos(k theta + phi)
+    light_map: np.ndarray    # float32 [H, W, 3] static spatial illumination (repeated over channels)
+    light_ramp: float        # signed relative brightness change over a clip
+    flicker: tuple[float, float, float]  # amplitude, frequency (Hz), phase
+    pan: tuple[float, float]  # camera velocity (px/s), x and y
+    noise_sigma: float
+
+    @property
+    def reach(self) -> float:
+        """Largest outline radius relative to the object radius."""
+        return 1.0 + sum(math.hypot(a, b) for _, a, b in self.outline)
+
+
+def _lowpass_noise(rng: np.random.Generator, shape: tuple[int, int], cutoff: float) -> np.ndarray:
+    """Gaussian noise filtered to spatial frequencies below `cutoff` cycles/px, scaled to [0, 1]."""
+    spectrum = np.fft.rfft2(rng.standard_normal(shape))
+    fy = np.fft.fftfreq(shape[0])[:, None]
+    fx = np.fft.rfftfreq(shape[1])[None, :]
+    spectrum /= 1.0 + (np.hypot(fy, fx) / cutoff) ** 3
+    field = np.fft.irfft2(spectrum, s=shape)
+    return (field - field.min()) / (np.ptp(field) + 1e-12)
+
+
+def _colourise(rng: np.random.Generator, t: np.ndarray) -> np.ndarray:
+    """Map a [0, 1] field through a random three-colour ramp."""
+    palette = rng.uniform(20, 235, size=(3, 3))
+    t = t[..., None]
+    low = palette[0] + (palette[1] - palette[0]) * np.clip(2 * t, 0, 1)
+    return low + (palette[2] - palette[1]) * np.clip(2 * t - 1, 0, 1)
+
+
+def _texture(rng: np.random.Generator, shape: tuple[int, int], blob_cutoff: float) -> np.ndarray:
+    """Blobs plus oriented stripes plus fine grain: enough detail for motion and for codecs to work on."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
+    angle, freq = rng.uniform(0, np.pi), rng.uniform(0.04, 0.12)
+    stripes = 0.5 + 0.5 * np.sin(2 * np.pi * freq * (xx * np.cos(angle) + yy * np.sin(angle)))
+    weights = rng.dirichlet([2.0, 2.0, 1.0])
+    field = (weights[0] * _lowpass_noise(rng, shape, blob_cutoff) + weights[1] * stripes
+             + weights[2] * _lowpass_noise(rng, shape, 0.25))
+    return _colourise(rng, field).astype(np.float32)
+
+
+def make_scene(rng: np.random.Generator, size: tuple[int, int], max_duration: float) -> Scene:
+    h, w = size
+    margin = math.ceil(MAX_PAN_SPEED * max_duration / 2) + 2
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    light_angle = rng.uniform(0, 2 * np.pi)
+    gradient = ((xx - w / 2) * np.cos(light_angle) + (yy - h / 2) * np.sin(light_angle)) / max(h, w)
+    light = (1.0 + rng.uniform(0.1, 0.4) * gradient).astype(np.float32)
+    amplitudes, phases = rng.uniform(0.04, 0.16, 3), rng.uniform(0, 2 * np.pi, 3)
+    return Scene(
+        background=_texture(rng, (h + 2 * margin, w + 2 * margin), rng.uniform(0.01, 0.03)),
+        margin=margin,
+        texture=_texture(rng, (TEXTURE_SIZE, TEXTURE_SIZE), rng.uniform(0.03, 0.08)).reshape(-1, 3),
+        outline=tuple((k, float(a * np.cos(p)), float(a * np.sin(p)))
+                      for k, a, p in zip((2, 3, 5), amplitudes, phases)),
+        light_map=np.repeat(light[..., None], 3, axis=2),
+        light_ramp=float(rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.4)),
+        flicker=(rng.uniform(0.0, 0.04), rng.uniform(0.5, 2.0), rng.uniform(0, 2 * np.pi)),
+        pan=(float(rng.choice([-1.0, 1.0]) * rng.uniform(3.0, MAX_PAN_SPEED)), rng.uniform(-3.0, 3.0)),
+        noise_sigma=rng.uniform(2.0, 6.0),
+    )
+
+
+def trajectory(motion: str, direction: int, rng: np.random.Generator, size: tuple[int, int],
+               n: int, duration: float) -> dict[str, np.ndarray]:
+    """Object centre (world px), radius (px) and angle (rad) per frame.
+
+    Every parameter is drawn whatever the class, from class-independent distributions; only
+    `motion` picks which of them change over the clip and `direction` flips time, so the two
+    classes of a pair have identical per-frame distributions.
+    """
+    h, w = size
+    p = {
+        "cx": w / 2 + rng.uniform(-0.1, 0.1) * w, "cy": h / 2 + rng.uniform(-0.12, 0.12) * h,
+        "radius": rng.uniform(0.12, 0.16) * h, "angle": rng.uniform(0, 2 * np.pi),
+        "travel_x": rng.uniform(0.45, 0.65) * w, "travel_y": rng.uniform(0.4, 0.55) * h,
+        "spin": rng.uniform(0.9, 1.4) * duration, "zoom": rng.uniform(0.9, 1.3),
+        "orbit_radius": rng.uniform(0.18, 0.26) * h, "orbit_phase": rng.uniform(0, 2 * np.pi),
+        "orbit_sweep": rng.uniform(0.8, 1.2) * duration,
+        "hops": rng.uniform(0.35, 0.6) * duration, "hop_height": rng.uniform(0.2, 0.3) * h,
+    }
+    u = np.linspace(0.0, 1.0, n) if n > 1 else np.zeros(1)
+    v = direction * (u - 0.5)    # in [-0.5, 0.5]; reversing time flips its sign
+    cx, cy = np.full(n, p["cx"]), np.full(n, p["cy"])
+    radius, angle = np.full(n, p["radius"]), np.full(n, p["angle"])
+    if motion in ("move_x", "bounce"):
+        cx = cx + v * p["travel_x"]
+    if motion == "bounce":
+        hops = max(1, round(p["hops"]))
+        cy = cy + p["hop_height"] * (0.5 - np.abs(np.sin(np.pi * hops * u)))
+    elif motion == "move_y":
+        cy = cy + v * p["travel_y"]
+    elif motion == "rotate":
+        angle = angle + v * p["spin"]
+    elif motion == "scale":
+        radius = radius * np.exp(v * p["zoom"])
+    elif motion == "orbit":
+        phi = p["orbit_phase"] + v * p["orbit_sweep"]
+        cx = cx + p["orbit_radius"] * np.cos(phi)
+        cy = cy + 0.8 * p["orbit_radius"] * np.sin(phi)
+    elif motion != "move_x":
+        raise ValueError(f"unknown motion {motion!r}")
+    return {"cx": cx, "cy": cy, "radius": radius, "angle": angle}
+
+
+def _outline(scene: Scene, cos_t: np.ndarray, sin_t: np.ndarray) -> np.ndarray:
+    """r(theta) from the unit direction; cos/sin of k*theta by angle addition (much cheaper than arctan2)."""
+    r = np.ones_like(cos_t)
+    terms = {k: (a, b) for k, a, b in scene.outline}
+    ck, sk = cos_t, sin_t
+    for k in range(2, max(terms) + 1):
+        ck, sk = ck * cos_t - sk * sin_t, sk * cos_t + ck * sin_t
+        if k in terms:
+            a, b = terms[k]
+            r += np.float32(a) * ck - np.float32(b) * sk
+    return r
+
+
+def _paint_object(frame: np.ndarray, scene: Scene, cx: float, cy: float, radius: float, angle: float) -> None:
+    """Composite the textured object onto `frame` in place, inside its bounding box only."""
+    h, w = frame.shape[:2]
+    reach = radius * scene.reach + 2
+    y0, y1 = max(0, int(cy - reach)), min(h, int(cy + reach) + 1)
+    x0, x1 = max(0, int(cx - reach)), min(w, int(cx + reach) + 1)
+    if y0 >= y1 or x0 >= x1:
+        return
+    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
+    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
+    c, s = np.float32(math.cos(angle) / radius), np.float32(math.sin(angle) / radius)
+    ox, oy = c * dx + s * dy, c * dy - s * dx   # object coordinates; image y points down: clockwise
+    rho = np.hypot(ox, oy)
+    inv = 1.0 / np.maximum(rho, np.float32(1e-6))
+    alpha = np.clip((_outline(scene, ox * inv, oy * inv) - rho) * np.float32(radius) + np.float32(0.5), 0, 1)
+    scale = np.float32((TEXTURE_SIZE - 1) / (2 * scene.reach))
+    tx = np.clip(ox * scale + TEXTURE_SIZE / 2, 0, TEXTURE_SIZE - 1).astype(np.intp)
+    ty = np.clip(oy * scale + TEXTURE_SIZE / 2, 0, TEXTURE_SIZE - 1).astype(np.intp)
+    shaded = np.take(scene.texture, ty * TEXTURE_SIZE + tx, axis=0)
+    shaded *= (np.float32(1.1) - np.float32(0.3) * np.minimum(rho, 1.0) ** 2)[..., None]  # a hint of roundness
+    region = frame[y0:y1, x0:x1]
+    shaded -= region
+    shaded *= np.repeat(alpha[..., None], 3, axis=2)
+    region += shaded
+
+
+def render_clip(scene: Scene, motion: str, direction: int, rng: np.random.Generator,
+                size: tuple[int, int], fps: int, duration: float) -> np.ndarray:
+    """uint8 [T, H, W, 3] frames of one clip."""
+    h, w = size
+    n = max(2, round(duration * fps))
+    path = trajectory(motion, direction, rng, size, n, duration)
+    t = np.arange(n) / fps - (n - 1) / (2 * fps)   # centred so that reversing time is symmetric
+    pan_x, pan_y = scene.pan[0] * t, scene.pan[1] * t
+    flicker_amp, flicker_freq, flicker_phase = scene.flicker
+    gain = ((1.0 + scene.light_ramp * t / (t[-1] - t[0]))
+            * (1.0 + flicker_amp * np.sin(2 * np.pi * flicker_freq * t + flicker_phase))).astype(np.float32)
+    grain = rng.standard_normal((h + 16, w + 16, 3), dtype=np.float32) * np.float32(scene.noise_sigma)
+    offsets = rng.integers(0, 17, size=(n, 2))
+    frames = np.empty((n, h, w, 3), dtype=np.uint8)
+    frame = np.empty((h, w, 3), dtype=np.float32)
+    m = scene.margin
+    for i in range(n):
+        by, bx = m + int(round(pan_y[i])), m + int(round(pan_x[i]))
+        np.copyto(frame, scene.background[by:by + h, bx:bx + w])
+        _paint_object(frame, scene, path["cx"][i] - pan_x[i], path["cy"][i] - pan_y[i],
+                      path["radius"][i], path["angle"][i])
+        frame *= scene.light_map
+        frame *= gain[i]
+        frame += grain[offsets[i, 0]:offsets[i, 0] + h, offsets[i, 1]:offsets[i, 1] + w]
+        np.clip(frame, 0, 255, out=frames[i], casting="unsafe")
+    return frames
+
+
+def plan_groups(videos_per_class: int) -> list[int]:
+    """Number of clips in each group (about CLIPS_PER_GROUP each, at least two groups)."""
+    if videos_per_class < 2:
+        raise ValueError("videos_per_class must be at least 2 (one train and one test group)")
+    num_groups = max(2, round(videos_per_class / CLIPS_PER_GROUP))
+    return [len(a) for a in np.array_split(np.arange(videos_per_class), num_groups)]
+
+
+def split_test_groups(num_groups: int, split: int) -> set[int]:
+    """1-based test groups of a split: consecutive blocks of ~28% of the groups, like UCF101."""
+    n_test = min(num_groups - 1, max(1, round(TEST_GROUP_FRACTION * num_groups)))
+    return {((split - 1) * n_test + i) % num_groups + 1 for i in range(n_test)}
+
+
+def _write_lists(list_dir: Path, classes: list[str], videos: list[tuple[str, int, str]],
+                 num_groups: int) -> None:
+    """classInd and the train/test lists, with the CRLF line ends of the official files."""
+    list_dir.mkdir(parents=True)
+    label = {name: i + 1 for i, name in enumerate(classes)}
+    (list_dir / "classInd.txt").write_bytes("".join(f"{label[c]} {c}\r\n" for c in classes).encode())
+    for split in range(1, NUM_SPLITS + 1):
+        test = split_test_groups(num_groups, split)
+        train_lines = [f"{c}/{f} {label[c]}\r\n" for c, g, f in videos if g not in test]
+        test_lines = [f"{c}/{f}\r\n" for c, g, f in videos if g in test]
+        (list_dir / f"trainlist{split:02d}.txt").write_bytes("".join(train_lines).encode())
+        (list_dir / f"testlist{split:02d}.txt").write_bytes("".join(test_lines).encode())
+
+
+def generate(out_dir: Path, classes: int = 6, videos_per_class: int = 12, seed: int = 0,
+             size: tuple[int, int] = (240, 320), fps: int = 25,
+             duration: tuple[float, float] = (4.0, 8.0), progress: bool = True) -> Path:
+    """Write the dataset to out_dir (built beside it, renamed into place when complete).
+
+    An out_dir that already holds a dataset generated with the same parameters is reused as is.
+    """
+    out_dir = Path(out_dir).absolute()
+    if not 1 <= classes <= len(CLASSES):
+        raise ValueError(f"classes must be between 1 and {len(CLASSES)}, got {classes}")
+    if not 0 < duration[0] <= duration[1]:
+        raise ValueError(f"duration must be (min, max) seconds with 0 < min <= max, got {duration}")
+    group_sizes = plan_groups(videos_per_class)
+    params = {"classes": classes, "videos_per_class": videos_per_class, "seed": seed, "size": list(size),
+              "fps": fps, "duration": list(duration), "generator": 1}
+    manifest = out_dir / "synth.json"
+    if manifest.is_file() and json.loads(manifest.read_text()) == params:
+        return out_dir
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise FileExistsError(f"{out_dir}: exists and is not an identical synthetic dataset; choose an empty folder")
+
+    chosen = CLASSES[:classes]
+    class_names = sorted(name for name, _, _ in chosen)   # classInd is alphabetical, as in UCF101
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        videos: list[tuple[str, int, str]] = []
+        bar = tqdm(total=classes * videos_per_class, desc="synth videos", unit="video", disable=not progress)
+        for group, clips in enumerate(group_sizes, start=1):
+            scene = make_scene(np.random.default_rng([seed, 0, group]), size, duration[1])
+            for class_index, (name, motion, direction) in enumerate(chosen):
+                class_dir = tmp / "UCF-101" / name
+                class_dir.mkdir(parents=True, exist_ok=True)
+                for clip in range(1, clips + 1):
+                    rng = np.random.default_rng([seed, class_index + 1, group, clip])
+                    seconds = rng.uniform(*duration)
+                    frames = render_clip(scene, motion, direction, rng, size, fps, seconds)
+                    filename = f"v_{name}_g{group:02d}_c{clip:02d}.avi"
+                    write_video(class_dir / filename, frames, fps, codec="mpeg4", options=XVID_OPTIONS,
+                                codec_tag="XVID")
+                    videos.append((name, group, filename))
+                    bar.update()
+        bar.close()
+        videos.sort(key=lambda v: (v[0], v[2]))
+        _write_lists(tmp / "ucfTrainTestlist", class_names, videos, len(group_sizes))
+        (tmp / "synth.json").write_text(json.dumps(params, indent=1))
+        if out_dir.exists():
+            out_dir.rmdir()   # empty, checked above
+        os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m nvrloader.synth", description=__doc__.split("\n\n")[0])
+    parser.add_argument("out_dir", type=Path, help="folder to create (UCF-101/ and ucfTrainTestlist/ inside)")
+    parser.add_argument("--classes", type=int, default=6, help=f"number of classes, at most {len(CLASSES)}")
+    parser.add_argument("--videos-per-class", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--duration", type=float, nargs=2, default=(4.0, 8.0), metavar=("MIN", "MAX"),
+                        help="clip length range in seconds")
+    args = parser.parse_args(argv)
+    try:
+        out = generate(args.out_dir, classes=args.classes, videos_per_class=args.videos_per_class,
+                       seed=args.seed, duration=tuple(args.duration))
+    except (ValueError, FileExistsError) as e:
+        parser.error(str(e))
+    print(out)
+
+
+if __name__ == "__main__":
+    main()
