@@ -168,15 +168,21 @@ def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 def fit_loss(output: FitOutput, kind: str = "l1_ssim") -> torch.Tensor:
     """The training loss of a batch: the preset on (pred, target) plus the same on each aux pair."""
+    mask = output.mask
+    if mask is not None:
+        mask = mask.bool()
+        if output.pred.shape[:2] != mask.shape:
+            raise ValueError(f"the mask {tuple(mask.shape)} must be [B, T] of the prediction {tuple(output.pred.shape)}")
     pairs = [(output.pred, output.target), *output.aux]
-    return sum(pair_loss(_masked(p, output.mask), _masked(t, output.mask), kind) for p, t in pairs)
+    return sum(pair_loss(_masked(p, mask), _masked(t, mask), kind) for p, t in pairs)
 
 
 def _psnr_sum(output: FitOutput) -> tuple[torch.Tensor, int]:
     """Sum of per-frame PSNR (dB) over the frames that count, and how many there are."""
+    mask = output.mask.bool() if output.mask is not None else None
     with torch.no_grad():
-        pred = _masked(output.pred, output.mask).detach().float().clamp(0, 1)
-        target = _masked(output.target, output.mask).float()
+        pred = _masked(output.pred, mask).detach().float().clamp(0, 1)
+        target = _masked(output.target, mask).float()
         mse = (pred - target).pow(2).reshape(-1, int(np.prod(pred.shape[-3:]))).mean(dim=1)
         return (-10.0 * torch.log10(mse.clamp_min(1e-10))).sum(), mse.numel()
 
@@ -365,7 +371,7 @@ class _Trainer:
     progress: _Progress
 
 
-def save_checkpoint(path: Path, trainer: _Trainer, fingerprint: dict, config: FitConfig,
+def _save_checkpoint(path: Path, trainer: _Trainer, fingerprint: dict, config: FitConfig,
                     world_size: int) -> None:
     """Write the loop state atomically (temporary file, then rename)."""
     state = {
@@ -488,7 +494,7 @@ def fit(model: nn.Module, dataset: Dataset, forward: Callable[[nn.Module, dict],
 
     def save() -> None:
         if ckpt is not None and main:
-            save_checkpoint(ckpt, trainer, fingerprint, config, world)
+            _save_checkpoint(ckpt, trainer, fingerprint, config, world)
 
     session_start = last_save = time.monotonic()
     seconds_before = progress.seconds
@@ -518,12 +524,13 @@ def fit(model: nn.Module, dataset: Dataset, forward: Callable[[nn.Module, dict],
                                 f"the training loss became {step['loss']} at step {progress.global_step + 1} "
                                 f"(epoch {progress.epoch + 1}); lower the learning rate or turn off AMP")
                         lr = trainer.optimizer.param_groups[0]["lr"]
+                        shown_epoch = f"{progress.epoch + 1}/{config.epochs}"
                         with guard.update():
                             _update(trainer, config, model)
                             progress.advance(step["loss"], step["psnr_sum"], step["frames"], lr, clock(),
                                              steps_per_epoch)
                     bar.update(1)
-                    bar.set_postfix(epoch=f"{min(progress.epoch + 1, config.epochs)}/{config.epochs}",
+                    bar.set_postfix(epoch=shown_epoch,
                                     loss=f"{step['loss']:.4f}", psnr=f"{step['psnr_sum'] / step['frames']:.2f}",
                                     lr=f"{lr:.2e}")
                     if step["over_budget"] and progress.epoch < config.epochs:

@@ -63,6 +63,18 @@ def forward_fn(model: nn.Module, batch: dict) -> FitOutput:
     return FitOutput(pred=model(batch), target=batch["target"])
 
 
+class CountingClips(TinyClips):
+    """TinyClips that counts the items it loads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loads = 0
+
+    def __getitem__(self, i: int) -> dict:
+        self.loads += 1
+        return super().__getitem__(i)
+
+
 class Interrupting:
     """forward_fn that is interrupted (KeyboardInterrupt or a real SIGTERM) on call number `at`."""
 
@@ -88,8 +100,8 @@ def config(**kw) -> FitConfig:
     return FitConfig(**(base | kw))
 
 
-def run(cfg: FitConfig, forward=forward_fn, seed: int = 1, fingerprint: dict | None = None):
-    return fit(make_model(seed), TinyClips(), forward, cfg, torch.device("cpu"),
+def run(cfg: FitConfig, forward=forward_fn, seed: int = 1, fingerprint: dict | None = None, data=None):
+    return fit(make_model(seed), data or TinyClips(), forward, cfg, torch.device("cpu"),
                fingerprint if fingerprint is not None else {"dataset": "tiny", "model": {"fc_dim": 16}})
 
 
@@ -157,6 +169,8 @@ def test_mask_keeps_padded_frames_out_of_the_loss():
         masked = fit_loss(FitOutput(pred=garbage, target=target, mask=mask), kind)
         assert masked.item() == pytest.approx(fit_loss(valid, kind).item(), rel=1e-6)
         assert masked.item() != pytest.approx(fit_loss(FitOutput(pred=garbage, target=target), kind).item())
+    with pytest.raises(ValueError, match="mask"):
+        fit_loss(FitOutput(pred=pred.flatten(0, 1), target=target.flatten(0, 1), mask=mask))
 
 
 def test_aux_pairs_add_the_same_loss():
@@ -206,9 +220,11 @@ def test_fit_learns_and_follows_the_schedule():
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> dict:
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)       # set up before one_thread: same thread count as the runs it is compared with
     ckpt_dir = tmp_path_factory.mktemp("reference")
     result = run(config(checkpoint_dir=ckpt_dir))
+    torch.set_num_threads(threads)
     return {"state": result.model.state_dict(), "history": result.history, "dir": ckpt_dir}
 
 
@@ -229,8 +245,11 @@ def test_interrupted_then_resumed_fit_equals_an_uninterrupted_one_bit_for_bit(tm
     assert saved["global_step"] == done
     assert (saved["epoch"], saved["step_in_epoch"]) == divmod(done, 3)
     assert not list(tmp_path.glob("*.tmp"))
-    resumed = run(config(checkpoint_dir=tmp_path, resume=True), seed=99)   # other init: weights come from the file
+    data = CountingClips()
+    resumed = run(config(checkpoint_dir=tmp_path, resume=True), seed=99, data=data)  # other init: weights from the file
     assert resumed.steps == 9 and not resumed.stopped_early
+    steps = [b for epoch in range(3) for b in epoch_batches(8, 3, epoch, seed=0)]
+    assert data.loads == sum(len(b) for b in steps[done:])            # the batches already done are not loaded
     reference = uninterrupted["state"]
     for name, value in resumed.model.state_dict().items():
         assert torch.equal(value, reference[name]), name
