@@ -90,7 +90,7 @@ def test_eval_cli_on_source_folder(built, synth_root, capsys):
 
 def test_target_bpp_lands_within_tolerance(built):
     out, _, common, _ = built
-    target = 0.6
+    target = 3.0  # tiny 48x64 videos of ~5 frames: stream headers alone take ~1.5 bpp
     assert build.main([*common, "--codec", "h265", "--target-bpp", str(target), "--no-eval",
                        "-o", str(out / "h265.nvr")]) == 0
     report = json.loads((out / "h265.json").read_text())

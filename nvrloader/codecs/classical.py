@@ -100,7 +100,7 @@ class ClassicalCodec(Codec):
 
         extras: dict[str, Any] = {}
         if target is not None:
-            crf, got = search_rate(measure, target, *CRF_RANGE, tolerance=options.get("bpp_tolerance", 0.03))
+            crf, got = search_rate(measure, target, *CRF_RANGE, tolerance=0.02)
             extras = {"target_bpp": target, "searched_bpp": got}
         else:
             crf = float(options.get("crf") if options.get("crf") is not None else 23.0)

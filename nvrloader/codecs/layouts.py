@@ -9,7 +9,7 @@ Training and decoding share the same batch construction, so what was fitted is w
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -96,6 +96,14 @@ class TimeLayout:
     def train_items(self, store: FrameStore, video_ids: Sequence[int], keyframes: dict | None = None) -> Dataset:
         return FrameItems(store, video_ids, self.table)
 
+    def trainable(self, model: nn.Module) -> nn.Module:
+        """The module the fit loop optimises (and DDP wraps)."""
+        return model
+
+    def fitted(self, trained: nn.Module) -> nn.Module:
+        """The decoder model inside what :meth:`trainable` returned."""
+        return trained
+
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> FitOutput:
         return FitOutput(model({"t": batch["t"]}), batch["frames"])
 
@@ -106,17 +114,32 @@ class TimeLayout:
         return list(frames.split([len(idx) for _, idx in requests]))
 
 
+class Autoencoder(nn.Module):
+    """HNeRV/SNeRV's encoder and decoder as one module, so DDP sees (and syncs) both in one forward."""
+
+    def __init__(self, model: nn.Module, subbands: bool) -> None:
+        super().__init__()
+        self.model, self.subbands = model, subbands
+
+    def forward(self, frames: torch.Tensor) -> Any:
+        emb = self.model.encode(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
+        return self.model({"embedding": emb}, **({"return_subbands": True} if self.subbands else {}))
+
+
 class EmbeddingLayout(TimeLayout):
     """HNeRV / SNeRV: the encoder runs inside training; the decoder reads stored embeddings."""
 
     side_info = "embeddings"
+    subbands = False
 
-    @staticmethod
-    def embed(model: nn.Module, frames: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"embedding": model.encode(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])}
+    def trainable(self, model: nn.Module) -> nn.Module:
+        return Autoencoder(model, self.subbands)
+
+    def fitted(self, trained: nn.Module) -> nn.Module:
+        return trained.model
 
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> FitOutput:
-        return FitOutput(model(self.embed(model, batch["frames"])), batch["frames"])
+        return FitOutput(model(batch["frames"]), batch["frames"])
 
     def decode(self, model: nn.Module, requests: Sequence[tuple[int, np.ndarray]], device: torch.device,
                side: SideInfo) -> list[torch.Tensor]:
@@ -128,9 +151,11 @@ class EmbeddingLayout(TimeLayout):
 class SubbandLayout(EmbeddingLayout):
     """SNeRV: as HNeRV, with the paper's extra losses on the LL and high-frequency sub-bands."""
 
+    subbands = True
+
     def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> FitOutput:
         frames = batch["frames"]
-        out = model(self.embed(model, frames), return_subbands=True)
+        out = model(frames)
         ll, highs = dwt2(frames)
         return FitOutput(out.frames, frames, aux=[(out.ll / LL_SCALE, ll / LL_SCALE), (out.highs, highs)])
 

@@ -235,9 +235,9 @@ class NeuralCodec(Codec):
                        "keyframes": kf_cfg, "fit": {k: str(v) for k, v in vars(fit_cfg).items()
                                                     if k not in ("resume", "progress", "time_budget",
                                                                  "checkpoint_dir", "num_workers")}}
-        result = fit(model, layout.train_items(store, video_ids, lossy), layout.forward, fit_cfg, device,
-                     fingerprint)
-        model = result.model.eval()
+        result = fit(layout.trainable(model), layout.train_items(store, video_ids, lossy), layout.forward,
+                     fit_cfg, device, fingerprint)
+        model = layout.fitted(result.model).eval()
         if writer is None:  # a DDP rank other than 0: the fit was the shared work
             return {}
 
