@@ -66,6 +66,10 @@ def load_stored_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
                          f"unexpected {unexpected[:5]}")
 
 
+def pack_weights(state: dict[str, torch.Tensor], bits: float) -> bytes:
+    return quant.pack(quant.quantize_state_dict(state, bits=bits))
+
+
 def pack_images(streams: Sequence[bytes]) -> bytes:
     """Several image bitstreams in one payload: a uint32 count and lengths, then the streams."""
     head = np.array([len(streams), *map(len, streams)], dtype="<u4").tobytes()
@@ -107,7 +111,7 @@ class NeuralDecoder(Decoder):
         cfg = self.config
         self.model = model_class(cfg["model"])(**cfg["model_config"]).to(device).eval()
         load_stored_state(self.model, {k: v.to(device) for k, v in
-                                       quant.unpack_state_dict(archive.get("model", "weights")).items()})
+                                       quant.unpack(archive.get("model", "weights")).items()})
         table = FrameTable(tuple(int(v["num_frames"]) for v in self.meta["videos"]))
         self.layout: TimeLayout = LAYOUTS[cfg["model"]](table, cfg.get("clip_len", 8))
         self._embeddings: list[torch.Tensor] | None = None
@@ -115,7 +119,7 @@ class NeuralDecoder(Decoder):
 
     def embeddings(self, video: int) -> torch.Tensor:
         if self._embeddings is None:
-            allemb = quant.unpack_tensor(self.archive.get("embeddings", "all")).to(self.device)
+            allemb = quant.unpack(self.archive.get("embeddings", "all"))["embeddings"].to(self.device)
             self._embeddings = list(allemb.split(list(self.layout.table.num_frames)))
         return self._embeddings[video]
 
@@ -226,8 +230,7 @@ class NeuralCodec(Codec):
             params = int(budget * 8 / BITS_PER_WEIGHT_GUESS)
         torch.manual_seed(options.get("seed") or 0)
         model = create_model(self.name, options.get("size"), resolution, params=params, **extra)
-        cfg = jsonable(model_config(self.name, options.get("size"), resolution, **extra))
-        cfg.update(jsonable({k: getattr(model, k) for k in [model_class(self.name).WIDTH_KEY] if hasattr(model, k)}))
+        cfg = jsonable(model.config)
 
         # 3. fit
         fit_cfg = self._fit_config(options)
@@ -256,14 +259,14 @@ class NeuralCodec(Codec):
         bits = options.get("weight_bits") or 8.0
         if target_bytes is not None and options.get("weight_bits") is None:
             def measure(b: float) -> float:
-                return (len(quant.pack_state_dict(state, bits=b)) + side_bytes + meta_bytes) * 8 / pixels
+                return (len(pack_weights(state, b)) + side_bytes + meta_bytes) * 8 / pixels
             try:
                 bits, _ = search_rate(lambda b: measure(WEIGHT_BITS_RANGE[1] - b + WEIGHT_BITS_RANGE[0]),
                                       options["target_bpp"], *WEIGHT_BITS_RANGE, tolerance=0.02)
                 bits = WEIGHT_BITS_RANGE[1] - bits + WEIGHT_BITS_RANGE[0]
             except CodecError as err:
                 raise CodecError(f"{self.name}: after fitting, {err}; adjust --keyframe-share or --params") from None
-        weights = quant.pack_state_dict(state, bits=bits)
+        weights = pack_weights(state, bits)
         writer.put("model", "weights", weights)
         return {"model": self.name, "model_config": cfg, "clip_len": clip_len,
                 "weights": {"bits": round(bits, 3), "prune": options.get("prune") or 0.0},
@@ -303,8 +306,8 @@ class NeuralCodec(Codec):
         emb = torch.cat([torch.cat([model.encode(to_float(store.frames(v, np.arange(s, min(s + 32, store.num_frames(v)))))
                                                  .to(device)) for s in range(0, store.num_frames(v), 32)])
                          for v in video_ids])
-        payload = quant.pack_tensor(emb.cpu(), bits=bits)
-        deq = quant.unpack_tensor(payload).to(device)
+        payload = quant.pack(quant.quantize_embeddings(emb.cpu(), bits=bits))
+        deq = quant.unpack(payload)["embeddings"].to(device)
         return list(deq.split([store.num_frames(v) for v in video_ids])), payload
 
     @torch.no_grad()

@@ -119,8 +119,14 @@ def solve_width(name: str, params: int, tolerance: float = 0.03, **cfg: Any) -> 
 
 def create_model(name: str, size: str | None = None, resolution: tuple[int, int] | None = None,
                  params: int | None = None, **overrides: Any) -> nn.Module:
-    """Build a registered model from a preset, optionally re-sized to a parameter budget."""
+    """Build a registered model from a preset, optionally re-sized to a parameter budget.
+
+    The model keeps the exact constructor kwargs in ``model.config`` (plain data), so an archive can
+    store them and a decoder rebuild the same architecture.
+    """
     cfg = model_config(name, size, resolution, **overrides)
     if params is not None:
         cfg = solve_width(name, params, **cfg)
-    return model_class(name)(**cfg)
+    model = model_class(name)(**cfg)
+    model.config = cfg
+    return model
