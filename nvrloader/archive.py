@@ -1,0 +1,345 @@
+"""The .nvr archive: one HDF5 file holding everything a decoder needs, and nothing executable.
+
+Layout::
+
+    /                  attrs: format="nvr", version=1, codec=<codec name>
+    /meta              uint8 [N]  UTF-8 JSON (videos, labels, classes, ...); attrs: sha256
+    /<group>/<name>    payloads; attrs: sha256, kind ("bytes" | "array")
+
+A payload is either opaque bytes (stored as a 1-D uint8 dataset, returned as ``bytes``) or a
+numeric array (stored with its dtype and shape, returned as ``np.ndarray``). Every dataset carries
+the sha256 of its little-endian bytes; it is checked on the first read of that payload in a
+process (verifying a large payload once, not on every clip read). Opening checks the schema and the
+meta checksum only, so opening is cheap however large the archive.
+
+Archives are written to ``<path>.tmp`` and renamed when complete, so a reader never sees a partial
+file. Nothing is ever unpickled: payloads are plain bytes/arrays and meta is JSON.
+
+h5py handles must not cross a ``fork``: an :class:`Archive` re-opens its file the first time it
+is used in a new process, and pickles as its path, so DataLoader workers (fork or spawn) each get
+their own handle.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import numpy as np
+
+FORMAT = "nvr"
+VERSION = 1
+META = "meta"
+_KINDS = ("bytes", "array")
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
+_HASH_BLOCK = 1 << 24  # bytes hashed per read when verifying a large array
+
+
+class ArchiveError(Exception):
+    """A missing, truncated, tampered or foreign archive, or a misuse of the writer."""
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ArchiveError(f"invalid {kind} name {name!r}: use letters, digits, '_', '-', '.'")
+
+
+def _little_endian(arr: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<"))
+
+
+def _sha256_dataset(dset: h5py.Dataset) -> str:
+    """Hash a dataset's little-endian bytes, in blocks so a large payload never sits in memory twice."""
+    digest = hashlib.sha256()
+    if dset.shape is None or dset.size == 0:
+        return digest.hexdigest()
+    if dset.ndim == 0:
+        digest.update(_little_endian(np.asarray(dset[()])).tobytes())
+        return digest.hexdigest()
+    row_bytes = max(1, dset.size // dset.shape[0]) * dset.dtype.itemsize
+    step = max(1, _HASH_BLOCK // row_bytes)
+    for start in range(0, dset.shape[0], step):
+        digest.update(_little_endian(dset[start:start + step]).tobytes())
+    return digest.hexdigest()
+
+
+class ArchiveWriter:
+    """Writes an archive atomically: to ``<path>.tmp``, renamed onto ``path`` on a clean exit."""
+
+    def __init__(self, path: str | os.PathLike, codec: str):
+        self.path = Path(path)
+        self.tmp_path = Path(f"{self.path}.tmp")
+        if not isinstance(codec, str) or not codec:
+            raise ArchiveError(f"{self.path}: codec must be a non-empty string, got {codec!r}")
+        self.codec = codec
+        self._meta: bytes | None = None
+        self._file: h5py.File | None = None
+
+    def __enter__(self) -> "ArchiveWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._file = h5py.File(self.tmp_path, "w", track_order=True, libver=("v110", "v110"))
+        except OSError as exc:
+            raise ArchiveError(f"{self.tmp_path}: cannot create archive: {exc}") from None
+        self._file.attrs["format"] = FORMAT
+        self._file.attrs["version"] = VERSION
+        self._file.attrs["codec"] = self.codec
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is None:
+            self._commit()
+        else:
+            self._abort()
+
+    def set_meta(self, meta: dict) -> None:
+        """Set (or replace) the JSON meta; written when the archive is committed."""
+        if not isinstance(meta, dict):
+            raise ArchiveError(f"{self.path}: meta must be a dict, got {type(meta).__name__}")
+        try:
+            text = json.dumps(meta, allow_nan=False, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise ArchiveError(f"{self.path}: meta is not JSON-serialisable: {exc}") from None
+        self._meta = text.encode("utf-8")
+
+    def put(self, group: str, name: str, data: bytes | np.ndarray) -> None:
+        """Store one payload with its checksum; bytes stay bytes, numeric arrays keep dtype and shape."""
+        file = self._open_file()
+        _check_name("group", group)
+        _check_name("payload", name)
+        if group == META:
+            raise ArchiveError(f"{self.path}: {META!r} is reserved; use set_meta()")
+        if isinstance(data, (bytes, bytearray, memoryview)):
+            kind, arr = "bytes", np.frombuffer(bytes(data), dtype=np.uint8)
+        elif isinstance(data, np.ndarray):
+            if data.dtype.kind not in "biuf":
+                raise ArchiveError(f"{self.path}: payload {group}/{name} has dtype {data.dtype}; "
+                                   "only bool, integer and float arrays can be stored")
+            kind, arr = "array", _little_endian(data)
+        else:
+            raise ArchiveError(f"{self.path}: payload {group}/{name} must be bytes or a numpy array, "
+                               f"got {type(data).__name__}")
+        grp = file.require_group(group) if group in file else file.create_group(group, track_order=True)
+        if name in grp:
+            raise ArchiveError(f"{self.path}: payload {group}/{name} was written twice")
+        dset = grp.create_dataset(name, data=arr)
+        dset.attrs["kind"] = kind
+        dset.attrs["sha256"] = hashlib.sha256(arr.tobytes()).hexdigest()
+
+    def _open_file(self) -> h5py.File:
+        if self._file is None:
+            raise ArchiveError(f"{self.path}: ArchiveWriter must be used as a context manager (with ...)")
+        return self._file
+
+    def _commit(self) -> None:
+        file = self._open_file()
+        if self._meta is None:
+            self._abort()
+            raise ArchiveError(f"{self.path}: set_meta() was never called; nothing written")
+        dset = file.create_dataset(META, data=np.frombuffer(self._meta, dtype=np.uint8))
+        dset.attrs["sha256"] = hashlib.sha256(self._meta).hexdigest()
+        file.close()
+        self._file = None
+        with open(self.tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(self.tmp_path, self.path)
+
+    def _abort(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            finally:
+                self._file = None
+        self.tmp_path.unlink(missing_ok=True)
+
+
+class Archive:
+    """Read side: validates the schema on open, checks each payload's checksum on its first read."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._file: h5py.File | None = None
+        self._pid: int | None = None
+        self._verified: set[tuple[str, str]] = set()
+        self.codec, self.version, self.meta = self._validate()
+
+    # -- process-safe handle -------------------------------------------------------------------
+    def _handle(self) -> h5py.File:
+        """The h5py file of this process, (re)opened after a fork or unpickling."""
+        if self._file is None or self._pid != os.getpid():
+            self._file = None  # an inherited handle belongs to the parent; never touch it here
+            if not self.path.exists():
+                raise ArchiveError(f"{self.path}: archive not found")
+            try:
+                self._file = h5py.File(self.path, "r", locking=False)
+            except Exception as exc:  # noqa: BLE001 - h5py raises OSError/ValueError/RuntimeError
+                raise ArchiveError(f"{self.path}: not a readable HDF5 file "
+                                   f"(truncated, corrupted or not an archive): {exc}") from None
+            self._pid = os.getpid()
+        return self._file
+
+    def reopen(self) -> None:
+        """Drop the current handle and open the file afresh (e.g. in a DataLoader worker)."""
+        self._close_handle()
+        self._handle()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": str(self.path), "verified": sorted(self._verified)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])
+        self._verified = {tuple(key) for key in state["verified"]}
+
+    # -- validation ----------------------------------------------------------------------------
+    def _validate(self) -> tuple[str, int, dict]:
+        file = self._handle()
+        try:
+            return self._check_schema(file)
+        except ArchiveError:
+            self._close_handle()
+            raise
+        except Exception as exc:  # noqa: BLE001 - corrupted metadata surfaces as many h5py types
+            self._close_handle()
+            raise ArchiveError(f"{self.path}: corrupted archive: {exc}") from None
+
+    def _check_schema(self, file: h5py.File) -> tuple[str, int, dict]:
+        attrs = file.attrs
+        fmt = attrs.get("format")
+        if fmt != FORMAT:
+            found = ", ".join(sorted(file.keys())) or "nothing"
+            raise ArchiveError(f"{self.path}: not an nvr archive (format attribute {fmt!r}, "
+                               f"expected {FORMAT!r}; top-level entries: {found})")
+        version = attrs.get("version")
+        if not isinstance(version, (int, np.integer)):
+            raise ArchiveError(f"{self.path}: missing or invalid 'version' attribute ({version!r})")
+        if int(version) != VERSION:
+            raise ArchiveError(f"{self.path}: archive version {int(version)} is not supported "
+                               f"(this nvrloader reads version {VERSION})")
+        codec = attrs.get("codec")
+        if not isinstance(codec, str) or not codec:
+            raise ArchiveError(f"{self.path}: missing or invalid 'codec' attribute ({codec!r})")
+        for key, item in file.items():
+            if key == META:
+                continue
+            if not isinstance(item, h5py.Group):
+                raise ArchiveError(f"{self.path}: unexpected top-level dataset {key!r}")
+            for name, dset in item.items():
+                self._check_payload(f"{key}/{name}", dset)
+        if META not in file or not isinstance(file[META], h5py.Dataset):
+            raise ArchiveError(f"{self.path}: required dataset {META!r} is missing")
+        meta_dset = file[META]
+        if meta_dset.dtype != np.uint8 or meta_dset.ndim != 1:
+            raise ArchiveError(f"{self.path}: {META!r} must be a 1-D uint8 dataset")
+        raw = meta_dset[()].tobytes()
+        if hashlib.sha256(raw).hexdigest() != meta_dset.attrs.get("sha256"):
+            raise ArchiveError(f"{self.path}: checksum mismatch in {META!r} (file tampered or corrupted)")
+        try:
+            meta = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ArchiveError(f"{self.path}: {META!r} is not valid UTF-8 JSON: {exc}") from None
+        if not isinstance(meta, dict):
+            raise ArchiveError(f"{self.path}: {META!r} must be a JSON object")
+        return codec, int(version), meta
+
+    def _check_payload(self, key: str, item: Any) -> None:
+        if not isinstance(item, h5py.Dataset):
+            raise ArchiveError(f"{self.path}: unexpected nested group {key!r}")
+        kind, digest = item.attrs.get("kind"), item.attrs.get("sha256")
+        if kind not in _KINDS:
+            raise ArchiveError(f"{self.path}: payload {key!r} has no valid 'kind' attribute ({kind!r})")
+        if not isinstance(digest, str) or len(digest) != 64:
+            raise ArchiveError(f"{self.path}: payload {key!r} has no sha256 checksum")
+        if item.dtype.kind not in "biuf" or (kind == "bytes" and (item.dtype != np.uint8 or item.ndim != 1)):
+            raise ArchiveError(f"{self.path}: payload {key!r} has an invalid layout "
+                               f"({kind}, {item.dtype}, shape {item.shape})")
+
+    # -- reading -------------------------------------------------------------------------------
+    def groups(self) -> list[str]:
+        """Payload groups present, in the order they were written."""
+        return [key for key in self._handle().keys() if key != META]
+
+    def names(self, group: str) -> list[str]:
+        """Payload names of ``group`` in write order; empty if the group is absent."""
+        file = self._handle()
+        return list(file[group].keys()) if group != META and group in file else []
+
+    def get(self, group: str, name: str, verify: bool = True,
+            index: slice | np.ndarray | None = None) -> bytes | np.ndarray:
+        """One payload: ``bytes`` or an array. ``index`` reads only those rows (axis 0) of an array."""
+        key = (group, name)
+        try:
+            dset = self._dataset(group, name)
+            if verify and key not in self._verified:
+                if _sha256_dataset(dset) != dset.attrs["sha256"]:
+                    raise ArchiveError(f"{self.path}: checksum mismatch in payload {group}/{name} "
+                                       "(file tampered or corrupted)")
+                self._verified.add(key)
+            if dset.attrs["kind"] == "bytes":
+                if index is not None:
+                    raise ArchiveError(f"{self.path}: payload {group}/{name} is bytes; index applies to arrays")
+                return dset[()].tobytes()
+            if index is None:
+                return dset[()]
+            return _read_rows(dset, index)
+        except ArchiveError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - truncated data surfaces as OSError deep in h5py
+            raise ArchiveError(f"{self.path}: cannot read payload {group}/{name}: {exc}") from None
+
+    def _dataset(self, group: str, name: str) -> h5py.Dataset:
+        file = self._handle()
+        if group == META or group not in file or name not in file[group]:
+            raise ArchiveError(f"{self.path}: no payload {group}/{name} (groups: {', '.join(self.groups())})")
+        return file[group][name]
+
+    def payload_bytes(self) -> dict[str, int]:
+        """Bytes per group of everything a decoder needs (payload data plus the JSON meta)."""
+        file = self._handle()
+        sizes = {META: int(file[META].size)}
+        for group in self.groups():
+            sizes[group] = int(sum(dset.size * dset.dtype.itemsize for dset in file[group].values()))
+        return sizes
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def _close_handle(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def close(self) -> None:
+        self._close_handle()
+
+    def __enter__(self) -> "Archive":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Archive({str(self.path)!r}, codec={self.codec!r}, version={self.version})"
+
+
+def _read_rows(dset: h5py.Dataset, index: slice | np.ndarray) -> np.ndarray:
+    """Rows of a dataset in the order asked, repeats allowed (h5py itself needs sorted unique indices)."""
+    if isinstance(index, slice):
+        return dset[index]
+    idx = np.asarray(index, dtype=np.int64)
+    if idx.ndim != 1:
+        raise ValueError(f"index must be 1-D, got shape {idx.shape}")
+    rows = dset.shape[0]
+    if idx.size and (idx.min() < -rows or idx.max() >= rows):
+        raise IndexError(f"row index out of range for {rows} rows")
+    idx = np.where(idx < 0, idx + rows, idx)
+    unique, inverse = np.unique(idx, return_inverse=True)
+    return dset[unique][inverse] if unique.size else dset[0:0]
+
+
+def open_archive(path: str | os.PathLike) -> Archive:
+    """Open and validate an archive; raises :class:`ArchiveError` with the file and problem."""
+    return Archive(path)

@@ -1,0 +1,179 @@
+import json
+import multiprocessing
+import pickle
+
+import h5py
+import numpy as np
+import pytest
+
+from nvrloader.archive import Archive, ArchiveError, ArchiveWriter, open_archive
+
+META = {"videos": [{"name": "v0", "num_frames": 3}], "classes": ["a"], "fps": 2.0, "codec": "raw"}
+
+
+def _write(path, **payloads):
+    with ArchiveWriter(path, codec="raw") as writer:
+        writer.set_meta(META)
+        for key, data in payloads.items():
+            group, name = key.split("__")
+            writer.put(group, name, data)
+    return path
+
+
+@pytest.fixture
+def archive_path(tmp_path):
+    rng = np.random.default_rng(0)
+    return _write(tmp_path / "a.nvr",
+                  model__weights=rng.integers(0, 256, 5000, dtype=np.uint8).tobytes(),
+                  model__empty=b"",
+                  streams__frames=rng.integers(0, 256, (6, 4, 5, 3), dtype=np.uint8),
+                  streams__table=rng.normal(size=(7, 3)).astype(np.float32))
+
+
+def _flip_byte(path, offset):
+    with open(path, "r+b") as fh:
+        fh.seek(offset)
+        byte = fh.read(1)[0]
+        fh.seek(offset)
+        fh.write(bytes([byte ^ 0x10]))
+
+
+def _data_offset(path, group, name):
+    with h5py.File(path, "r") as f:
+        return f[group][name].id.get_offset()
+
+
+def test_round_trip(archive_path):
+    rng = np.random.default_rng(0)
+    weights = rng.integers(0, 256, 5000, dtype=np.uint8).tobytes()
+    frames = rng.integers(0, 256, (6, 4, 5, 3), dtype=np.uint8)
+    table = rng.normal(size=(7, 3)).astype(np.float32)
+    with open_archive(archive_path) as archive:
+        assert archive.codec == "raw" and archive.version == 1 and archive.meta == META
+        assert archive.groups() == ["model", "streams"]
+        assert archive.names("model") == ["weights", "empty"]  # write order, not alphabetical
+        assert archive.names("keyframes") == []
+        assert archive.get("model", "weights") == weights
+        assert archive.get("model", "empty") == b""
+        got = archive.get("streams", "frames")
+        assert got.dtype == np.uint8 and np.array_equal(got, frames)
+        assert np.array_equal(archive.get("streams", "table"), table)
+        assert np.array_equal(archive.get("streams", "frames", index=np.array([4, 1, 4])), frames[[4, 1, 4]])
+        assert np.array_equal(archive.get("streams", "frames", index=slice(2, 5)), frames[2:5])
+
+
+def test_payload_bytes(archive_path):
+    with h5py.File(archive_path, "r") as f:
+        meta_bytes = f["meta"].size
+        assert json.loads(f["meta"][()].tobytes()) == META
+    with open_archive(archive_path) as archive:
+        sizes = archive.payload_bytes()
+    assert sizes == {"meta": meta_bytes, "model": 5000, "streams": 6 * 4 * 5 * 3 + 7 * 3 * 4}
+
+
+def test_flipped_payload_byte_names_the_payload(archive_path):
+    _flip_byte(archive_path, _data_offset(archive_path, "model", "weights") + 1234)
+    archive = open_archive(archive_path)  # the schema is intact; payloads are checked lazily
+    assert archive.get("streams", "table").shape == (7, 3)
+    with pytest.raises(ArchiveError, match=r"checksum mismatch in payload model/weights"):
+        archive.get("model", "weights")
+    assert len(archive.get("model", "weights", verify=False)) == 5000
+
+
+def test_flipped_meta_byte(archive_path):
+    with h5py.File(archive_path, "r") as f:
+        offset = f["meta"].id.get_offset()
+    _flip_byte(archive_path, offset + 3)
+    with pytest.raises(ArchiveError, match="checksum mismatch in 'meta'"):
+        open_archive(archive_path)
+
+
+@pytest.mark.parametrize("keep", [0.0, 0.05, 0.5, 0.999])
+def test_truncated_file(archive_path, keep):
+    data = archive_path.read_bytes()
+    archive_path.write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(ArchiveError, match=str(archive_path.name)):
+        open_archive(archive_path)
+
+
+def test_non_hdf5_file(tmp_path):
+    path = tmp_path / "notes.nvr"
+    path.write_text("just some text, not an archive\n" * 50)
+    with pytest.raises(ArchiveError, match="not a readable HDF5 file"):
+        open_archive(path)
+
+
+def test_foreign_hdf5(tmp_path):
+    path = tmp_path / "frames.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("frames", data=np.zeros((2, 3), np.uint8))
+    with pytest.raises(ArchiveError, match=r"not an nvr archive.*frames"):
+        open_archive(path)
+
+
+def test_newer_version_and_missing_checksum(archive_path):
+    with h5py.File(archive_path, "r+") as f:
+        f.attrs["version"] = 2
+    with pytest.raises(ArchiveError, match="version 2 is not supported"):
+        open_archive(archive_path)
+    with h5py.File(archive_path, "r+") as f:
+        f.attrs["version"] = 1
+        del f["streams"]["table"].attrs["sha256"]
+    with pytest.raises(ArchiveError, match="streams/table' has no sha256"):
+        open_archive(archive_path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ArchiveError, match=r"missing\.nvr: archive not found"):
+        open_archive(tmp_path / "missing.nvr")
+
+
+def test_writer_exception_leaves_nothing(tmp_path):
+    path = tmp_path / "out.nvr"
+    with pytest.raises(RuntimeError, match="encoder failed"):
+        with ArchiveWriter(path, codec="raw") as writer:
+            writer.set_meta(META)
+            writer.put("model", "w", b"abc")
+            raise RuntimeError("encoder failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_failed_rewrite_keeps_previous_archive(archive_path):
+    with pytest.raises(ArchiveError, match="set_meta"):
+        with ArchiveWriter(archive_path, codec="h264") as writer:
+            writer.put("streams", "v0", b"xyz")
+    assert open_archive(archive_path).codec == "raw"
+    assert not archive_path.with_name(archive_path.name + ".tmp").exists()
+
+
+def test_writer_rejects_misuse(tmp_path):
+    with ArchiveWriter(tmp_path / "a.nvr", codec="raw") as writer:
+        writer.set_meta(META)
+        writer.put("model", "w", b"1")
+        with pytest.raises(ArchiveError, match="written twice"):
+            writer.put("model", "w", b"2")
+        with pytest.raises(ArchiveError, match="reserved"):
+            writer.put("meta", "x", b"2")
+        with pytest.raises(ArchiveError, match="only bool, integer and float"):
+            writer.put("model", "s", np.array(["a"]))
+        with pytest.raises(ArchiveError, match="JSON"):
+            writer.set_meta({"x": object()})
+
+
+def _read_in_child(archive, queue):
+    queue.put(archive.get("model", "weights")[:10])
+
+
+def test_pickles_by_path_and_survives_fork(archive_path):
+    archive = open_archive(archive_path)
+    expected = archive.get("model", "weights")[:10]
+    clone = pickle.loads(pickle.dumps(archive))
+    assert isinstance(clone, Archive) and clone.get("model", "weights")[:10] == expected
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_read_in_child, args=(archive, queue))
+    child.start()
+    assert queue.get(timeout=30) == expected
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert archive.get("streams", "table").shape == (7, 3)  # parent handle still fine
