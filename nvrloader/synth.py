@@ -7,7 +7,8 @@ distribution for both classes of a pair, so only motion tells them apart: a load
 motion (too few frames, smeared temporal detail) costs recognition accuracy.
 
 Each UCF "group" is a scene shared by all classes: background texture, object texture and shape,
-light direction and ramp, camera pan. Test groups are disjoint from train groups, as in UCF101.
+light direction, strength of the light ramp and speed of the camera pan (their directions are
+drawn per clip). Test groups are disjoint from train groups, as in UCF101.
 
     python -m nvrloader.synth OUT_DIR --classes 6 --videos-per-class 12 --seed 0
 """
@@ -51,9 +52,9 @@ class Scene:
     texture: np.ndarray      # float32 [TEXTURE_SIZE * TEXTURE_SIZE, 3] object texture, flattened
     outline: tuple[tuple[int, float, float], ...]  # (k, a cos phi, a sin phi): r = 1 + sum a cos(k theta + phi)
     light_map: np.ndarray    # float32 [H, W, 3] static spatial illumination (repeated over channels)
-    light_ramp: float        # signed relative brightness change over a clip
-    flicker: tuple[float, float, float]  # amplitude, frequency (Hz), phase
-    pan: tuple[float, float]  # camera velocity (px/s), x and y
+    light_ramp: float        # relative brightness change over a clip (its sign is drawn per clip)
+    flicker: tuple[float, float]  # amplitude, frequency (Hz); the phase is drawn per clip
+    pan: tuple[float, float]  # camera velocity (px/s), x and y (its sign is drawn per clip)
     noise_sigma: float
 
     @property
@@ -107,9 +108,9 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int], max_duration: fl
         outline=tuple((k, float(a * np.cos(p)), float(a * np.sin(p)))
                       for k, a, p in zip((2, 3, 5), amplitudes, phases)),
         light_map=np.repeat(light[..., None], 3, axis=2),
-        light_ramp=float(rng.choice([-1.0, 1.0]) * rng.uniform(0.15, 0.4)),
-        flicker=(rng.uniform(0.0, 0.04), rng.uniform(0.5, 2.0), rng.uniform(0, 2 * np.pi)),
-        pan=(float(rng.choice([-1.0, 1.0]) * rng.uniform(3.0, MAX_PAN_SPEED)), rng.uniform(-3.0, 3.0)),
+        light_ramp=rng.uniform(0.15, 0.4),
+        flicker=(rng.uniform(0.0, 0.04), rng.uniform(0.5, 2.0)),
+        pan=(rng.uniform(3.0, MAX_PAN_SPEED), rng.uniform(-3.0, 3.0)),
         noise_sigma=rng.uniform(2.0, 6.0),
     )
 
@@ -201,10 +202,14 @@ def render_clip(scene: Scene, motion: str, direction: int, rng: np.random.Genera
     h, w = size
     n = max(2, round(duration * fps))
     path = trajectory(motion, direction, rng, size, n, duration)
+    # Pan and light ramp directions are drawn per clip: were they shared by a group, a frame's
+    # background offset or brightness would date it, and with the object's position reveal the class.
+    pan_sign, ramp_sign = rng.choice([-1.0, 1.0], size=2)
+    flicker_phase = rng.uniform(0, 2 * np.pi)
     t = np.arange(n) / fps - (n - 1) / (2 * fps)   # centred so that reversing time is symmetric
-    pan_x, pan_y = scene.pan[0] * t, scene.pan[1] * t
-    flicker_amp, flicker_freq, flicker_phase = scene.flicker
-    gain = ((1.0 + scene.light_ramp * t / (t[-1] - t[0]))
+    pan_x, pan_y = pan_sign * scene.pan[0] * t, pan_sign * scene.pan[1] * t
+    flicker_amp, flicker_freq = scene.flicker
+    gain = ((1.0 + ramp_sign * scene.light_ramp * t / (t[-1] - t[0]))
             * (1.0 + flicker_amp * np.sin(2 * np.pi * flicker_freq * t + flicker_phase))).astype(np.float32)
     grain = rng.standard_normal((h + 16, w + 16, 3), dtype=np.float32) * np.float32(scene.noise_sigma)
     offsets = rng.integers(0, 17, size=(n, 2))
@@ -314,10 +319,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration", type=float, nargs=2, default=(4.0, 8.0), metavar=("MIN", "MAX"),
                         help="clip length range in seconds")
+    parser.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"),
+                        help="frame size (UCF101: 240 320)")
     args = parser.parse_args(argv)
     try:
         out = generate(args.out_dir, classes=args.classes, videos_per_class=args.videos_per_class,
-                       seed=args.seed, duration=tuple(args.duration))
+                       seed=args.seed, size=tuple(args.size), duration=tuple(args.duration))
     except (ValueError, FileExistsError) as e:
         parser.error(str(e))
     print(out)

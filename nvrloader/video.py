@@ -85,6 +85,8 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def _decoded(container, stream, path: Path) -> Iterator[av.VideoFrame]:
+    """Decoded frames in presentation order; a file that ends well short of the frame count in
+    its header is reported as truncated (a few missing frames are tolerated: headers can be off)."""
     count = 0
     try:
         for frame in container.decode(stream):
@@ -94,6 +96,9 @@ def _decoded(container, stream, path: Path) -> Iterator[av.VideoFrame]:
         raise VideoError(f"{path}: decoding failed after {count} frames ({e})") from e
     if count == 0:
         raise VideoError(f"{path}: no decodable video frames")
+    announced = stream.frames
+    if announced > 0 and announced - count > max(2, 0.05 * announced):
+        raise VideoError(f"{path}: truncated or damaged, decoded {count} of the {announced} frames in its header")
 
 
 def _stamped(frames: Iterable[av.VideoFrame], rate: float | None, use_pts: bool,
