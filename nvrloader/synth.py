@@ -270,7 +270,7 @@ def generate(out_dir: Path, classes: int = 6, videos_per_class: int = 12, seed: 
         raise ValueError(f"duration must be (min, max) seconds with 0 < min <= max, got {duration}")
     group_sizes = plan_groups(videos_per_class)
     params = {"classes": classes, "videos_per_class": videos_per_class, "seed": seed, "size": list(size),
-              "fps": fps, "duration": list(duration), "generator": 1}
+              "fps": fps, "duration": list(duration), "generator": 1}   # bump when the output changes
     manifest = out_dir / "synth.json"
     if manifest.is_file() and json.loads(manifest.read_text()) == params:
         return out_dir
@@ -284,22 +284,21 @@ def generate(out_dir: Path, classes: int = 6, videos_per_class: int = 12, seed: 
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         videos: list[tuple[str, int, str]] = []
-        bar = tqdm(total=classes * videos_per_class, desc="synth videos", unit="video", disable=not progress)
-        for group, clips in enumerate(group_sizes, start=1):
-            scene = make_scene(np.random.default_rng([seed, 0, group]), size, duration[1])
-            for class_index, (name, motion, direction) in enumerate(chosen):
-                class_dir = tmp / "UCF-101" / name
-                class_dir.mkdir(parents=True, exist_ok=True)
-                for clip in range(1, clips + 1):
-                    rng = np.random.default_rng([seed, class_index + 1, group, clip])
-                    seconds = rng.uniform(*duration)
-                    frames = render_clip(scene, motion, direction, rng, size, fps, seconds)
-                    filename = f"v_{name}_g{group:02d}_c{clip:02d}.avi"
-                    write_video(class_dir / filename, frames, fps, codec="mpeg4", options=XVID_OPTIONS,
-                                codec_tag="XVID")
-                    videos.append((name, group, filename))
-                    bar.update()
-        bar.close()
+        with tqdm(total=classes * videos_per_class, desc="synth videos", unit="video", disable=not progress) as bar:
+            for group, clips in enumerate(group_sizes, start=1):
+                scene = make_scene(np.random.default_rng([seed, 0, group]), size, duration[1])
+                for class_index, (name, motion, direction) in enumerate(chosen):
+                    class_dir = tmp / "UCF-101" / name
+                    class_dir.mkdir(parents=True, exist_ok=True)
+                    for clip in range(1, clips + 1):
+                        # a class's videos do not depend on how many classes are generated
+                        rng = np.random.default_rng([seed, class_index + 1, group, clip])
+                        frames = render_clip(scene, motion, direction, rng, size, fps, rng.uniform(*duration))
+                        filename = f"v_{name}_g{group:02d}_c{clip:02d}.avi"
+                        write_video(class_dir / filename, frames, fps, codec="mpeg4", options=XVID_OPTIONS,
+                                    codec_tag="XVID")
+                        videos.append((name, group, filename))
+                        bar.update()
         videos.sort(key=lambda v: (v[0], v[2]))
         _write_lists(tmp / "ucfTrainTestlist", class_names, videos, len(group_sizes))
         (tmp / "synth.json").write_text(json.dumps(params, indent=1))

@@ -165,6 +165,8 @@ def _decode(path: Path, fps: float | None, size: tuple[int, int] | None, resize_
                 if size is not None:
                     rgb = resize_frames(rgb[None], size, resize_mode)[0]
             out.append(rgb)
+    if len({f.shape for f in out}) > 1:
+        raise VideoError(f"{path}: frame size changes within the video; pass size= to resize every frame")
     return np.stack(out)
 
 
