@@ -1,0 +1,1 @@
+"""Compression building blocks: quantisation (quant), entropy coding (entropy), keyframe images (images)."""
