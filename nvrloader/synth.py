@@ -15,10 +15,13 @@ drawn per clip). Test groups are disjoint from train groups, as in UCF101.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
+import multiprocessing
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +45,7 @@ NUM_SPLITS = 3
 XVID_OPTIONS = {"b": "600k", "g": "125"}  # UCF101 averages about 0.55 Mbit/s of XviD
 MAX_PAN_SPEED = 12.0         # px/s
 TEXTURE_SIZE = 128
+SERIAL_FRAMES = 2000         # below this many 320x240 frames, generate in-process
 
 
 @dataclass(frozen=True)
@@ -256,12 +260,37 @@ def _write_lists(list_dir: Path, classes: list[str], videos: list[tuple[str, int
         (list_dir / f"testlist{split:02d}.txt").write_bytes("".join(test_lines).encode())
 
 
+@functools.lru_cache(maxsize=2)
+def _group_scene(seed: int, group: int, size: tuple[int, int], max_duration: float) -> Scene:
+    return make_scene(np.random.default_rng([seed, 0, group]), size, max_duration)
+
+
+def _write_class_group(root: Path, seed: int, group: int, class_index: int, clips: int, size: tuple[int, int],
+                       fps: int, duration: tuple[float, float]) -> list[tuple[str, int, str]]:
+    """Render and encode the clips of one class in one group; returns (class, group, file name) entries."""
+    name, motion, direction = CLASSES[class_index]
+    scene = _group_scene(seed, group, size, duration[1])
+    class_dir = root / "UCF-101" / name
+    class_dir.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for clip in range(1, clips + 1):
+        # seeded by the class's place in CLASSES: its videos do not depend on how many classes are made
+        rng = np.random.default_rng([seed, class_index + 1, group, clip])
+        frames = render_clip(scene, motion, direction, rng, size, fps, rng.uniform(*duration))
+        filename = f"v_{name}_g{group:02d}_c{clip:02d}.avi"
+        write_video(class_dir / filename, frames, fps, codec="mpeg4", options=XVID_OPTIONS, codec_tag="XVID")
+        entries.append((name, group, filename))
+    return entries
+
+
 def generate(out_dir: Path, classes: int = 6, videos_per_class: int = 12, seed: int = 0,
              size: tuple[int, int] = (240, 320), fps: int = 25,
-             duration: tuple[float, float] = (4.0, 8.0), progress: bool = True) -> Path:
+             duration: tuple[float, float] = (4.0, 8.0), progress: bool = True,
+             workers: int | None = None) -> Path:
     """Write the dataset to out_dir (built beside it, renamed into place when complete).
 
     An out_dir that already holds a dataset generated with the same parameters is reused as is.
+    workers=None uses one process per CPU unless the dataset is small; the output does not depend on it.
     """
     out_dir = Path(out_dir).absolute()
     if not 1 <= classes <= len(CLASSES):
@@ -277,29 +306,30 @@ def generate(out_dir: Path, classes: int = 6, videos_per_class: int = 12, seed: 
     if out_dir.exists() and any(out_dir.iterdir()):
         raise FileExistsError(f"{out_dir}: exists and is not an identical synthetic dataset; choose an empty folder")
 
-    chosen = CLASSES[:classes]
-    class_names = sorted(name for name, _, _ in chosen)   # classInd is alphabetical, as in UCF101
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
+    jobs = [(tmp, seed, group, class_index, clips, tuple(size), fps, tuple(duration))
+            for group, clips in enumerate(group_sizes, start=1) for class_index in range(classes)]
+    if workers is None:   # starting processes costs more than it saves on a small dataset
+        work = classes * videos_per_class * sum(duration) / 2 * fps * size[0] * size[1] / (240 * 320)
+        workers = (os.cpu_count() or 1) if work > SERIAL_FRAMES else 1
+    workers = max(1, min(len(jobs), workers))
     try:
         videos: list[tuple[str, int, str]] = []
         with tqdm(total=classes * videos_per_class, desc="synth videos", unit="video", disable=not progress) as bar:
-            for group, clips in enumerate(group_sizes, start=1):
-                scene = make_scene(np.random.default_rng([seed, 0, group]), size, duration[1])
-                for class_index, (name, motion, direction) in enumerate(chosen):
-                    class_dir = tmp / "UCF-101" / name
-                    class_dir.mkdir(parents=True, exist_ok=True)
-                    for clip in range(1, clips + 1):
-                        # a class's videos do not depend on how many classes are generated
-                        rng = np.random.default_rng([seed, class_index + 1, group, clip])
-                        frames = render_clip(scene, motion, direction, rng, size, fps, rng.uniform(*duration))
-                        filename = f"v_{name}_g{group:02d}_c{clip:02d}.avi"
-                        write_video(class_dir / filename, frames, fps, codec="mpeg4", options=XVID_OPTIONS,
-                                    codec_tag="XVID")
-                        videos.append((name, group, filename))
-                        bar.update()
+            if workers == 1:
+                for job in jobs:
+                    videos += _write_class_group(*job)
+                    bar.update(job[4])
+            else:   # spawn: the caller may hold threads (torch) that make fork unsafe
+                with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    for future in as_completed([pool.submit(_write_class_group, *job) for job in jobs]):
+                        entries = future.result()
+                        videos += entries
+                        bar.update(len(entries))
         videos.sort(key=lambda v: (v[0], v[2]))
+        class_names = sorted(name for name, _, _ in CLASSES[:classes])   # classInd is alphabetical, as in UCF101
         _write_lists(tmp / "ucfTrainTestlist", class_names, videos, len(group_sizes))
         (tmp / "synth.json").write_text(json.dumps(params, indent=1))
         if out_dir.exists():
@@ -320,10 +350,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="clip length range in seconds")
     parser.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"),
                         help="frame size (UCF101: 240 320)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="processes (default: one per CPU, or 1 for a small dataset)")
     args = parser.parse_args(argv)
     try:
         out = generate(args.out_dir, classes=args.classes, videos_per_class=args.videos_per_class,
-                       seed=args.seed, size=tuple(args.size), duration=tuple(args.duration))
+                       seed=args.seed, size=tuple(args.size), duration=tuple(args.duration), workers=args.workers)
     except (ValueError, FileExistsError) as e:
         parser.error(str(e))
     print(out)
