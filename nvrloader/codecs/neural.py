@@ -50,12 +50,12 @@ def jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def stored_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What the decoder needs: the counted parameters (no HNeRV/SNeRV encoder) and the buffers."""
+    """What the decoder needs: the state dict without the parameters a paper does not count
+    (HNeRV/SNeRV's encoder, which only made the embeddings)."""
     counted = {id(p) for p in (model.counted_parameters() if hasattr(model, "counted_parameters")
                                else model.parameters())}
-    state = {n: p.detach() for n, p in model.named_parameters() if id(p) in counted}
-    state.update({n: b.detach() for n, b in model.named_buffers()})
-    return state
+    skip = {n for n, p in model.named_parameters() if id(p) not in counted}
+    return {n: t.detach() for n, t in model.state_dict().items() if n not in skip}
 
 
 def load_stored_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
