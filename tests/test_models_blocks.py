@@ -1,0 +1,96 @@
+"""Shared model layers: positional encoding, up-sampling blocks, flow warping, resolution checks."""
+import math
+
+import pytest
+import torch
+
+from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, UpgradedNeRVBlock, initial_grid,
+                                     make_activation, mlp, stage_channels, to_unit_range, warp)
+
+
+def n_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_positional_encoding_matches_closed_form():
+    pe = PositionalEncoding(2.0, 3)
+    t = torch.tensor([[0.0, 0.25], [0.5, 1.0]])
+    out = pe(t)
+    assert out.shape == (2, 2, 6)
+    for i in range(3):
+        angle = (2.0 ** i) * math.pi * t
+        torch.testing.assert_close(out[..., 2 * i], torch.sin(angle))
+        torch.testing.assert_close(out[..., 2 * i + 1], torch.cos(angle))
+    assert pe.dim == 6
+    assert "freqs" not in pe.state_dict()          # config, not weights
+
+
+def test_positional_encoding_rejects_zero_levels():
+    with pytest.raises(ValueError, match="levels"):
+        PositionalEncoding(1.25, 0)
+
+
+def test_nerv_block_shape_and_size():
+    block = NeRVBlock(8, 5, stride=3)
+    assert block(torch.randn(2, 8, 4, 5)).shape == (2, 5, 12, 15)
+    assert n_params(block) == 8 * 5 * 9 * 9 + 5 * 9          # conv 3x3 to out * s^2 (+ bias)
+    assert NeRVBlock(4, 4, stride=1, kernel_size=5)(torch.randn(1, 4, 6, 6)).shape == (1, 4, 6, 6)
+
+
+def test_upgraded_block_follows_the_paper_formula():
+    c1, c2, s = 16, 48, 5
+    block = UpgradedNeRVBlock(c1, c2, stride=s)
+    c0 = min(c1, c2) // 4
+    # E-NeRV eq. 6: 3 * 3 * C0 * (C1 * s^2 + C2) weights, plus biases
+    assert n_params(block) == 9 * c0 * (c1 * s * s + c2) + c0 * s * s + c2
+    assert block(torch.randn(1, c1, 3, 4)).shape == (1, c2, 15, 20)
+
+
+def test_warp_identity_and_integer_shift():
+    feats = torch.randn(2, 3, 6, 7)
+    torch.testing.assert_close(warp(feats, torch.zeros(2, 2, 6, 7)), feats)
+    flow = torch.zeros(2, 2, 6, 7)
+    flow[:, 0] = 2.0                                      # sample two pixels to the right
+    flow[:, 1] = -1.0                                     # and one row up
+    out = warp(feats, flow)
+    rows = torch.clamp(torch.arange(6) - 1, 0, 5)        # border padding repeats the edge
+    cols = torch.clamp(torch.arange(7) + 2, 0, 6)
+    expected = feats[:, :, rows][:, :, :, cols]
+    torch.testing.assert_close(out, expected)
+
+
+def test_warp_half_pixel_is_bilinear():
+    feats = torch.arange(12.0).view(1, 1, 3, 4)
+    flow = torch.zeros(1, 2, 3, 4)
+    flow[:, 0] = 0.5
+    out = warp(feats, flow)
+    torch.testing.assert_close(out[0, 0, :, :3], (feats[0, 0, :, :3] + feats[0, 0, :, 1:]) / 2)
+
+
+def test_stage_channels_rules():
+    assert stage_channels(112, [5, 2, 2, 2, 2], 1.0, 2, 96) == [112, 96, 96, 96, 96]       # NeRV-L
+    assert stage_channels(196, [5, 2, 2, 2, 2], 3.0, 2, 96) == [588, 294, 147, 96, 96]     # E-NeRV
+    assert stage_channels(198, [4, 2, 2, 2, 2], 2.0, "stride", 32) == [396, 198, 99, 50, 32]  # D-NeRV S
+    assert stage_channels(100, [5, 4, 1, 2], 1.0, 1.2, 12) == [100, 83, 83, 69]            # HNeRV-style
+
+
+def test_initial_grid_and_errors():
+    assert initial_grid("m", (720, 1280), [5, 2, 2, 2, 2]) == (9, 16)
+    assert initial_grid("m", (256, 320), [4, 2, 2, 2, 2]) == (4, 5)
+    with pytest.raises(ValueError, match=r"m: resolution 250x320 .* 64 .* 192x320, 256x320"):
+        initial_grid("m", (250, 320), [4, 2, 2, 2, 2])
+    with pytest.raises(ValueError, match="height, width"):
+        initial_grid("m", (256,), [4])
+
+
+def test_small_helpers():
+    assert isinstance(make_activation("GELU"), torch.nn.GELU)
+    with pytest.raises(ValueError, match="unknown activation"):
+        make_activation("mish?")
+    net = mlp([4, 8, 3], act="relu", act_last=False)
+    assert [type(m).__name__ for m in net] == ["Linear", "ReLU", "Linear"]
+    x = torch.tensor([-100.0, 0.0, 100.0])
+    torch.testing.assert_close(to_unit_range(x, "tanh"), torch.tensor([0.0, 0.5, 1.0]))
+    torch.testing.assert_close(to_unit_range(x, "sigmoid"), torch.tensor([0.0, 0.5, 1.0]))
+    with pytest.raises(ValueError, match="output activation"):
+        to_unit_range(x, "relu")

@@ -1,0 +1,111 @@
+"""D-NeRV specifics: ablation switches, GTMLP, keyframe blending, clip length, saved statistics."""
+import pytest
+import torch
+
+from nvrloader.models import create_model, model_config
+from nvrloader.models.dnerv import DNeRV, GTMLP
+from nvrloader.models.registry import count_params
+
+
+def build(**overrides) -> DNeRV:
+    torch.manual_seed(0)
+    return create_model("dnerv", "tiny", **overrides)
+
+
+def clip_batch(model: DNeRV, frames: int = 8) -> dict[str, torch.Tensor]:
+    h, w = model.resolution
+    return {"t": torch.linspace(0, 1, frames).unsqueeze(0), "keyframes": torch.rand(1, 2, 3, h, w),
+            "offset": torch.arange(frames, dtype=torch.float32).unsqueeze(0), "span": torch.tensor([float(frames)])}
+
+
+def names(model: torch.nn.Module) -> list[str]:
+    return [n for n, _ in model.named_parameters()]
+
+
+def test_full_model_has_every_part():
+    model = build()
+    assert model.SIDE_INFO == "keyframes"
+    assert len(model.flow_heads) == len(model.stages) + 1          # every stage input + the output
+    assert all(stage.saf is not None and stage.gtmlp is not None for stage in model.stages)
+
+
+def test_concat_fusion_has_no_saf_and_wider_convs():
+    saf, concat = build(), build(fusion="concat")
+    assert not any(".saf." in n for n in names(concat))
+    content = model_config("dnerv", "tiny")["content_dim"]
+    for a, b in zip(saf.stages, concat.stages):
+        assert b.up.conv.in_channels == a.up.conv.in_channels + content
+    with pytest.raises(ValueError, match="fusion"):
+        build(fusion="add")
+
+
+def test_gtmlp_off_removes_exactly_the_temporal_mlps():
+    cfg = model_config("dnerv", "S")
+    full, off = count_params("dnerv", **cfg), count_params("dnerv", **cfg, gtmlp=False)
+    t = 8
+    channels = [396, 198, 99, 50, 32]          # D-NeRV S: 2 * fc_dim, then / stride, floor 32
+    assert full - off == sum(c * t * t + c * t for c in channels)
+    assert not any("gtmlp" in n for n in names(build(gtmlp=False)))
+
+
+def test_flow_off_and_single_scale_flow():
+    assert len(build(flow=False).flow_heads) == 0
+    assert not any("flow" in n for n in names(build(flow=False)))
+    assert len(build(multiscale_flow=False).flow_heads) == 1
+
+
+@pytest.mark.parametrize("overrides", [dict(fusion="concat"), dict(gtmlp=False), dict(flow=False),
+                                       dict(multiscale_flow=False)])
+def test_ablations_run_and_train(overrides):
+    model = build(**overrides)
+    out = model(clip_batch(model))
+    assert out.shape == (1, 8, 3, 64, 80) and 0 <= out.min() and out.max() <= 1
+    out.mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+
+
+def test_gtmlp_equals_grouped_conv():
+    torch.manual_seed(0)
+    c, t = 5, 8
+    mlp = GTMLP(c, t)
+    conv = torch.nn.Conv2d(c * t, c * t, 1, groups=c)
+    with torch.no_grad():
+        conv.weight.copy_(mlp.weight.reshape(c * t, t, 1, 1))
+        conv.bias.copy_(mlp.bias.reshape(c * t))
+    x = torch.randn(2, t, c, 3, 4)
+    expected = x + conv(x.transpose(1, 2).reshape(2, c * t, 3, 4)).view(2, c, t, 3, 4).transpose(1, 2)
+    torch.testing.assert_close(mlp(x), expected)
+
+
+def test_fuse_blends_by_temporal_distance():
+    feats = torch.stack([torch.zeros(2, 3, 4), torch.ones(2, 3, 4)]).unsqueeze(0)   # [B=1 * 2, C, h, w]
+    feats = feats.flatten(0, 1)
+    weight = torch.tensor([0.0, 0.25, 1.0]).view(3, 1, 1, 1)
+    fused = DNeRV._fuse(feats, None, weight, b=1, n=3)
+    torch.testing.assert_close(fused[:, 0, 0, 0], torch.tensor([0.0, 0.25, 1.0]))
+    zero_flow = torch.zeros(3, 4, 3, 4)
+    torch.testing.assert_close(DNeRV._fuse(feats, zero_flow, weight, b=1, n=3), fused)
+
+
+def test_single_scale_flow_is_rescaled():
+    flow = torch.ones(1, 4, 2, 3)
+    up = DNeRV._upsample_flow(flow, (8, 12))
+    assert up.shape == (1, 4, 8, 12)
+    torch.testing.assert_close(up, torch.full_like(up, 4.0))     # one coarse pixel = four fine pixels
+
+
+def test_clip_length_is_checked_and_configurable():
+    model = build()
+    with pytest.raises(ValueError, match="8 frames"):
+        model(clip_batch(model, frames=4))
+    short = build(clip_len=4)
+    assert short(clip_batch(short, frames=4)).shape == (1, 4, 3, 64, 80)
+    free = build(gtmlp=False)
+    assert free(clip_batch(free, frames=5)).shape == (1, 5, 3, 64, 80)
+
+
+def test_dataset_statistics_are_saved():
+    model = build(mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    state = model.state_dict()
+    torch.testing.assert_close(state["mean"].flatten(), torch.full((3,), 0.5))
+    torch.testing.assert_close(state["std"].flatten(), torch.full((3,), 0.25))

@@ -1,0 +1,68 @@
+"""Each tiny model actually learns: fitting a few frames of a real video raises PSNR."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nvrloader.models import create_model
+
+REAL = Path(__file__).resolve().parents[1].parent / "shared/data/real-videos"
+VIDEO = REAL / "v_Basketball_g01_c01.avi"
+
+
+def load_frames(count: int, size: tuple[int, int] = (64, 80)) -> torch.Tensor:
+    """The first ``count`` frames, area-resized, float [count, 3, H, W] in [0, 1]."""
+    av = pytest.importorskip("av")
+    if not VIDEO.exists():
+        pytest.skip(f"real test video absent: {VIDEO}")
+    frames = []
+    with av.open(str(VIDEO)) as container:
+        for frame in container.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) == count:
+                break
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
+    return F.interpolate(x, size=size, mode="area")
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(-10 * torch.log10(F.mse_loss(a, b)))
+
+
+def fit(name: str, frames: int, steps: int) -> tuple[float, float]:
+    """PSNR before and after ``steps`` Adam steps on one clip (keyframes: its first and next frame)."""
+    torch.manual_seed(0)
+    video = load_frames(frames + 1)
+    target = video[:frames].unsqueeze(0)
+    batch = {"t": torch.arange(frames, dtype=torch.float32).unsqueeze(0) / frames,
+             "keyframes": video[[0, frames]].unsqueeze(0),
+             "offset": torch.arange(frames, dtype=torch.float32).unsqueeze(0),
+             "span": torch.tensor([float(frames)])}
+    extra = {"clip_len": frames} if name == "dnerv" else {}
+    model = create_model(name, "tiny", **extra)
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
+    with torch.no_grad():
+        before = psnr(model(batch), target)
+    for _ in range(steps):
+        loss = F.mse_loss(model(batch), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        after = psnr(model(batch), target)
+    return before, after
+
+
+@pytest.mark.parametrize("name", ["nerv", "enerv", "dnerv"])
+def test_short_fit_improves_psnr(name):
+    before, after = fit(name, frames=4, steps=25)
+    assert after > before + 3.0, f"{name}: PSNR {before:.2f} -> {after:.2f}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["nerv", "enerv", "dnerv"])
+def test_200_step_fit_reaches_useful_quality(name):
+    before, after = fit(name, frames=8, steps=200)
+    assert after > max(before + 10.0, 22.0), f"{name}: PSNR {before:.2f} -> {after:.2f}"
