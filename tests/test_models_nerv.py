@@ -108,3 +108,15 @@ def test_parameter_budget(name, resolution, budget):
 def test_budget_out_of_reach_says_so():
     with pytest.raises(ValueError, match="away from the budget"):
         solve_width("dnerv", 1_000, **model_config("dnerv", "tiny"))
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_state_dict_round_trip_rebuilds_the_same_decoder(name):
+    torch.manual_seed(0)
+    model = create_model(name, "tiny")
+    torch.manual_seed(1)
+    twin = create_model(name, "tiny")
+    twin.load_state_dict(model.state_dict())
+    batch = make_batch(model, batch=1)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(batch), model(batch))

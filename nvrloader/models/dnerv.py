@@ -165,15 +165,13 @@ class DNeRV(nn.Module):
         x = torch.cat((x, content), dim=2).transpose(1, 2)            # [B, C, T, h0, w0]
         x = F.instance_norm(x).transpose(1, 2).reshape(b * n, -1, *self.grid)
 
-        coarse_flow = None
+        flow = coarse = None
         for i, feats in enumerate(pyramid):
-            if not self.flow_heads:
-                flow = None
-            elif self.multiscale_flow:
+            if self.flow_heads and self.multiscale_flow:
                 flow = self.flow_heads[i](x)
-            else:
-                coarse_flow = self.flow_heads[0](x) if i == 0 else coarse_flow
-                flow = self._upsample_flow(coarse_flow, feats.shape[-2:])
+            elif self.flow_heads:   # single scale: predicted once at the coarsest scale, resized per stage
+                coarse = self.flow_heads[0](x) if coarse is None else coarse
+                flow = self._upsample_flow(coarse, feats.shape[-2:])
             fused = self._fuse(feats, flow, weight, b, n)
             x = self.stages[i](x, fused) if i < len(self.stages) else self.rgb_head(torch.cat((x, fused), 1))
         frames = (x * self.std + self.mean).clamp(0, 1)
