@@ -94,3 +94,24 @@ def test_target_bpp_within_five_percent(codec, common, tmp_path):
                        "-o", str(out), *share]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert abs(report["bpp"] / target - 1) <= 0.05
+
+
+def test_ddp_build_with_two_gloo_processes(common, tmp_path):
+    """torchrun with 2 CPU processes: rank 0 writes one archive, both ranks shared the fit."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp.nvr"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "nvrloader.build", *common, "--codec", "nerv", "--size", "tiny", "--epochs", "2", "--no-eval",
+           "-o", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["codec"] == "nerv" and report["bytes_model"] > 0
+    checkpoint = torch.load(tmp_path / "ddp.nvr.ckpt" / "fit.pt", weights_only=True)
+    assert checkpoint["world_size"] == 2
+    ds = NVRDataset(out, split="all", device="cpu")
+    assert ds[0][0].shape[1:] == (3, 64, 80)
