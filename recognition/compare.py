@@ -1,0 +1,179 @@
+"""The D-NeRV paper's Table 8: action recognition on raw frames versus compressed archives.
+
+    python -m recognition.compare raw.nvr h264_lo.nvr h264_hi.nvr dnerv_S.nvr -o runs/compare \\
+        --recipe synthetic --backbone resnet18 --width-mult 0.25 --device cpu
+
+For every codec archive two settings are scored, as in the paper:
+  - "train": TSM trained on the decoded videos, tested on the raw frames;
+  - "test":  TSM trained on the raw frames, tested on the decoded videos.
+The raw/raw model is trained once and reused for every "test" row. bpp comes from each archive's
+real payload bytes. Finished runs are reused and interrupted ones resumed, so re-running the same
+command after a crash only does what is missing. Writes table.md, results.json and accuracy_bpp.png.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from nvrloader.archive import ArchiveError, open_archive
+from nvrloader.distributed import is_main_process
+from nvrloader.eval import size_report
+from nvrloader.reporting import write_json
+from recognition.train_tsm import (TrainConfig, add_training_arguments, check_resumable, config_from_args,
+                                   evaluate_checkpoint, train)
+
+
+def archive_info(path: Path) -> dict[str, Any]:
+    """Codec, bpp (from the archive's bytes) and class list of one archive."""
+    with open_archive(path) as archive:
+        size = size_report(archive)
+        return {"archive": str(path), "name": path.stem, "codec": archive.codec, "bpp": size["bpp"],
+                "classes": list(archive.meta.get("classes", [])),
+                "resolution": (int(archive.meta["height"]), int(archive.meta["width"]))}
+
+
+def check_compatible(raw: dict[str, Any], others: list[dict[str, Any]]) -> None:
+    """Same classes and frame size everywhere, and unique names (they name the run folders)."""
+    names = [raw["name"]] + [o["name"] for o in others]
+    if len(set(names)) != len(names):
+        raise ValueError(f"archive file names must be unique (they name the run folders): {names}")
+    for other in others:
+        if other["classes"] != raw["classes"]:
+            raise ValueError(f"{other['archive']}: class list differs from {raw['archive']} "
+                             f"({len(other['classes'])} vs {len(raw['classes'])} classes)")
+        if other["resolution"] != raw["resolution"]:
+            raise ValueError(f"{other['archive']}: frames are {other['resolution']}, {raw['archive']} has "
+                             f"{raw['resolution']}; the comparison needs the same frames")
+
+
+def train_or_reuse(cfg: TrainConfig) -> dict[str, Any]:
+    """A finished run of the same experiment is reused; an interrupted one resumes from its checkpoint."""
+    out = Path(cfg.output_dir)
+    done = out / "metrics.json"
+    if done.is_file():
+        previous = json.loads(done.read_text())
+        if previous.get("mode") == "train" and previous.get("epochs") == cfg.epochs:
+            check_resumable(cfg, previous["config"], str(done))
+            return previous
+    checkpoint = out / "checkpoint.pt"
+    return train(dataclasses.replace(cfg, resume=str(checkpoint) if checkpoint.is_file() else None))
+
+
+def summary(result: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    return {"top1": result["top1"], "top5": result["top5"], "mean_class_accuracy": result["mean_class_accuracy"],
+            "run_dir": str(run_dir)}
+
+
+def compare(raw_path: Path, archives: list[Path], out_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
+    """Train/evaluate every row of the table; returns the results (rank 0 also writes them)."""
+    raw = archive_info(raw_path)
+    others = [archive_info(p) for p in archives]
+    check_compatible(raw, others)
+    if cfg.input_size is None:
+        cfg = dataclasses.replace(cfg, input_size=min(raw["resolution"]))
+    base = dataclasses.replace(cfg, train_data=str(raw_path), test_data=str(raw_path), train_split="train",
+                               test_split="test", resume=None)
+    raw_dir = out_dir / f"raw-{raw['name']}"
+    raw_run = train_or_reuse(dataclasses.replace(base, output_dir=str(raw_dir)))
+    rows = []
+    for other in others:
+        train_dir, test_dir = out_dir / f"train-{other['name']}", out_dir / f"test-{other['name']}"
+        trained = train_or_reuse(dataclasses.replace(base, train_data=other["archive"], output_dir=str(train_dir)))
+        tested = evaluate_checkpoint(raw_run["checkpoint"], other["archive"], test_dir, device=cfg.device,
+                                     workers=cfg.workers, progress=cfg.progress)
+        rows.append({**{k: other[k] for k in ("codec", "name", "archive", "bpp")},
+                     "train": summary(trained, train_dir), "test": summary(tested, test_dir)})
+    rows.sort(key=lambda r: (r["codec"], r["bpp"]))
+    results = {"raw": {**{k: raw[k] for k in ("codec", "name", "archive", "bpp")}, "raw_raw": summary(raw_run, raw_dir)},
+               "rows": rows, "num_classes": len(raw["classes"]), "config": dataclasses.asdict(cfg),
+               "chance_top1": 100 / max(len(raw["classes"]), 1)}
+    if is_main_process():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_text(out_dir / "table.md", markdown_table(results))
+        write_json(out_dir / "results.json", results)
+        plot(results, out_dir / "accuracy_bpp.png")
+    return results
+
+
+def markdown_table(results: dict[str, Any]) -> str:
+    """One row per archive: the paper's Train and Test columns (top-1 %), plus bpp and top-5."""
+    raw = results["raw"]
+    lines = ["| codec | archive | bpp | Train top-1 | Test top-1 | Train top-5 | Test top-5 |",
+             "|---|---|---:|---:|---:|---:|---:|",
+             f"| raw | {raw['name']} | {raw['bpp']:.3f} | {raw['raw_raw']['top1']:.1f} | {raw['raw_raw']['top1']:.1f} "
+             f"| {raw['raw_raw']['top5']:.1f} | {raw['raw_raw']['top5']:.1f} |"]
+    for r in results["rows"]:
+        lines.append(f"| {r['codec']} | {r['name']} | {r['bpp']:.4f} | {r['train']['top1']:.1f} | "
+                     f"{r['test']['top1']:.1f} | {r['train']['top5']:.1f} | {r['test']['top5']:.1f} |")
+    notes = [f"Train: TSM trained on the decoded archive, tested on raw frames. Test: TSM trained on raw "
+             f"frames ({raw['name']}), tested on the decoded archive. Raw row: raw/raw. Top-1/top-5 in % over "
+             f"test clips; {results['num_classes']} classes (chance {results['chance_top1']:.1f}%); "
+             f"backbone {results['config']['backbone']}, {results['config']['epochs']} epochs."]
+    return "\n".join(lines + [""] + notes) + "\n"
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def plot(results: dict[str, Any], path: Path) -> Path:
+    """Top-1 against bpp: one colour per codec, solid "train", dashed "test", raw/raw as a line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    codecs = sorted({r["codec"] for r in results["rows"]})
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, codec in enumerate(codecs):
+        rows = [r for r in results["rows"] if r["codec"] == codec]
+        bpps = [r["bpp"] for r in rows]
+        for setting, style in (("train", "-o"), ("test", "--s")):
+            ax.plot(bpps, [r[setting]["top1"] for r in rows], style, color=colours[i % len(colours)],
+                    label=f"{codec} ({setting})")
+    ax.axhline(results["raw"]["raw_raw"]["top1"], color="black", lw=1, label="raw / raw")
+    ax.axhline(results["chance_top1"], color="grey", lw=1, ls=":", label="chance")
+    if results["rows"]:
+        ax.set_xscale("log")
+    ax.set_xlabel("bits per pixel")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title("TSM: train on decoded / test on raw (train), train on raw / test on decoded (test)", fontsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m recognition.compare", description=__doc__.splitlines()[0])
+    ap.add_argument("raw", type=Path, help="archive of the raw frames (codec raw)")
+    ap.add_argument("archives", type=Path, nargs="+", help="compressed archives of the same videos (any codecs)")
+    ap.add_argument("-o", "--output-dir", type=Path, default=Path("runs/compare"))
+    add_training_arguments(ap)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        results = compare(args.raw, args.archives, args.output_dir, config_from_args(args))
+    except (ArchiveError, ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if is_main_process():
+        print(markdown_table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
