@@ -7,6 +7,10 @@ decoder strides mirror each other (5,4,4,2,2 for 640x1280 -> 16x2x4 embedding); 
 conv to ``fc_dim`` + GELU, then one conv -> PixelShuffle -> GELU block per stride with kernel
 min(1 + 2i, 5) and channels round(C / 1.2) floored at 12, then a 3x3 head and (tanh + 1) / 2.
 The 1.5M Bunny model (132 frames) solves to fc_dim 68.
+
+``stem_dim`` (default ``fc_dim``) sets the stem's output width on its own. It only feeds the 1x1-kernel
+first stage, so one channel of it is a small step in the parameter count: ``solve_width`` uses it to
+land on a budget that one step of ``fc_dim`` (all stage widths at once) would overshoot.
 """
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ import math
 from collections.abc import Iterator, Sequence
 
 import torch
-from timm.layers import LayerNorm2d, trunc_normal_
+from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXtBlock
 from torch import nn
 
@@ -56,11 +60,16 @@ def _prime_factors(n: int) -> list[int]:
     return factors
 
 
-def decoder_channels(fc_dim: int, num_stages: int, reduce: float, lower_width: int) -> list[int]:
-    """Channels entering each stage and leaving the last: C_{i+1} = max(round(C_i / reduce), lower_width)."""
+def decoder_channels(fc_dim: int, num_stages: int, reduce: float, lower_width: int,
+                     stem_dim: int | None = None) -> list[int]:
+    """Channels entering each stage and leaving the last: C_{i+1} = max(round(C_i / reduce), lower_width)
+    from C_0 = fc_dim (the authors' rule, rounding stage by stage); the stem's width is then replaced by
+    ``stem_dim`` when given."""
     channels = [int(fc_dim)]
     for _ in range(num_stages):
         channels.append(int(max(round(channels[-1] / reduce), lower_width)))
+    if stem_dim is not None:
+        channels[0] = int(stem_dim)
     return channels
 
 
@@ -83,7 +92,7 @@ class ConvNeXtEncoder(nn.Module):
         self.layers = nn.Sequential(*layers)
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                trunc_normal_(m.weight, std=0.02)
+                nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -97,6 +106,8 @@ class NeRVDecoderTrunk(nn.Module):
     def __init__(self, embed_ch: int, channels: Sequence[int], strides: Sequence[int], kernel_min: int,
                  kernel_max: int, act: str):
         super().__init__()
+        if len(channels) != len(strides) + 1:
+            raise ValueError(f"decoder: {len(strides)} strides need {len(strides) + 1} channel widths, got {list(channels)}")
         self.stem = nn.Sequential(nn.Conv2d(embed_ch, channels[0], 1), make_activation(act))
         self.stages = nn.ModuleList(
             NeRVBlock(c_in, c_out, s, kernel_size=min(kernel_min + 2 * i, kernel_max), act=act)
@@ -126,19 +137,20 @@ class HNeRV(nn.Module):
     PRESETS = {
         # CPU sizes: strides follow the resolution (auto_strides), e.g. 64x80 -> 2,2,2,2 (4x5 embedding),
         # 128x160 -> 2,2,2,2,2 (4x5 embedding).
-        "tiny": {"resolution": (64, 80), "fc_dim": 48, "embed_ch": 8, "enc_dim": 32},
-        "small": {"resolution": (128, 160), "fc_dim": 64, "embed_ch": 8, "enc_dim": 32},
+        "tiny": {"resolution": (64, 80), "fc_dim": 32, "embed_ch": 8, "enc_dim": 16},
+        "tiny128": {"resolution": (128, 160), "fc_dim": 64, "embed_ch": 8, "enc_dim": 32},
         # Bunny 1.5M of the paper: 16x2x4 embeddings, decoder ~1.48M + 132 frames x 128 embedding values.
         "paper": {"resolution": (640, 1280), "strides": (5, 4, 4, 2, 2), "fc_dim": 68, "embed_ch": 16,
                   "enc_dim": 64},
     }
     WIDTH_KEY = "fc_dim"
+    FINE_WIDTH_KEY = "stem_dim"
     SIDE_INFO = "embeddings"
 
     def __init__(self, resolution: Sequence[int] = (640, 1280), fc_dim: int = 68,
                  strides: Sequence[int] | None = None, embed_ch: int = 16, enc_dim: int = 64,
                  enc_blocks: int = 1, reduce: float = 1.2, lower_width: int = 12, kernel_min: int = 1,
-                 kernel_max: int = 5, act: str = "gelu", out_act: str = "tanh"):
+                 kernel_max: int = 5, act: str = "gelu", out_act: str = "tanh", stem_dim: int | None = None):
         super().__init__()
         self.resolution = tuple(int(v) for v in resolution)
         self.strides = tuple(int(s) for s in strides) if strides is not None else auto_strides("hnerv", self.resolution)
@@ -146,7 +158,7 @@ class HNeRV(nn.Module):
         self.embedding_shape = (int(embed_ch), *grid)
         self.out_act = out_act
         self.encoder = ConvNeXtEncoder(3, self.strides, enc_dim, embed_ch, enc_blocks)
-        channels = decoder_channels(fc_dim, len(self.strides), reduce, lower_width)
+        channels = decoder_channels(fc_dim, len(self.strides), reduce, lower_width, stem_dim)
         self.decoder = NeRVDecoderTrunk(embed_ch, channels, self.strides, kernel_min, kernel_max, act)
         self.head = nn.Conv2d(channels[-1], 3, 3, padding=1)
 

@@ -78,19 +78,21 @@ class SNeRV(nn.Module):
     PRESETS = {
         # CPU sizes; strides follow the LL resolution (auto_strides): 64x80 -> LL 32x40 -> 2,2,2;
         # 128x160 -> LL 64x80 -> 2,2,2,2. Both give a 4x5 embedding.
-        "tiny": {"resolution": (64, 80), "fc_dim": 48, "embed_ch": 8, "enc_dim": 32, "num_res_blocks": 2},
-        "small": {"resolution": (128, 160), "fc_dim": 64, "embed_ch": 8, "enc_dim": 32, "num_res_blocks": 2},
+        "tiny": {"resolution": (64, 80), "fc_dim": 32, "embed_ch": 8, "enc_dim": 16, "num_res_blocks": 2},
+        "tiny128": {"resolution": (128, 160), "fc_dim": 64, "embed_ch": 8, "enc_dim": 32, "num_res_blocks": 2},
         # Bunny 3M of the paper (Tab. 6 / README of the authors' code).
         "paper": {"resolution": (640, 1280), "strides": (5, 4, 2, 2, 2), "fc_dim": 111, "embed_ch": 16,
                   "enc_dim": 64, "num_res_blocks": 6},
     }
     WIDTH_KEY = "fc_dim"
+    FINE_WIDTH_KEY = "stem_dim"  # see hnerv.py
     SIDE_INFO = "embeddings"
 
     def __init__(self, resolution: Sequence[int] = (640, 1280), fc_dim: int = 111,
                  strides: Sequence[int] | None = None, embed_ch: int = 16, enc_dim: int = 64,
                  enc_blocks: int = 1, num_res_blocks: int = 6, reduce: float = 1.2, lower_width: int = 12,
-                 kernel_min: int = 1, kernel_max: int = 5, act: str = "gelu", out_act: str = "tanh"):
+                 kernel_min: int = 1, kernel_max: int = 5, act: str = "gelu", out_act: str = "tanh",
+                 stem_dim: int | None = None):
         super().__init__()
         self.resolution = tuple(int(v) for v in resolution)
         if len(self.resolution) != 2 or self.resolution[0] % 2 or self.resolution[1] % 2:
@@ -109,7 +111,7 @@ class SNeRV(nn.Module):
         self.embedding_shape = (int(embed_ch), *grid)
         self.out_act = out_act
         self.encoder = ConvNeXtEncoder(3, self.strides, enc_dim, embed_ch, enc_blocks)
-        channels = decoder_channels(fc_dim, len(self.strides), reduce, lower_width)
+        channels = decoder_channels(fc_dim, len(self.strides), reduce, lower_width, stem_dim)
         self.decoder = NeRVDecoderTrunk(embed_ch, channels, self.strides, kernel_min, kernel_max, act)
         self.fusion = nn.ModuleList([
             FusionBlock(channels[-3], channels[-2], self.strides[-2], num_res_blocks),
