@@ -6,7 +6,6 @@ frame store the archive was built from; bpp comes from the archive's own payload
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -39,11 +38,6 @@ def size_report(archive: Archive) -> dict[str, Any]:
     return report
 
 
-def _mean(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return float("inf") if len(finite) < len(values) and not finite else float(np.mean(values))
-
-
 def quality_report(archive: Archive, store: FrameStore, device: torch.device,
                    progress: bool = True) -> dict[str, Any]:
     """PSNR and MS-SSIM of every decoded frame against the frame store, overall and per video.
@@ -68,8 +62,9 @@ def quality_report(archive: Archive, store: FrameStore, device: torch.device,
         s = ms_ssim(out, ref).tolist()
         frame_psnr += p
         frame_msssim += s
-        per_video.append({"name": video["name"], "frames": len(p), "psnr": _mean(p), "ms_ssim": float(np.mean(s))})
-    return {"psnr": _mean(frame_psnr), "ms_ssim": float(np.mean(frame_msssim)), "per_video": per_video}
+        per_video.append({"name": video["name"], "frames": len(p), "psnr": float(np.mean(p)),
+                          "ms_ssim": float(np.mean(s))})
+    return {"psnr": float(np.mean(frame_psnr)), "ms_ssim": float(np.mean(frame_msssim)), "per_video": per_video}
 
 
 def reference_store(archive: Archive, reference: str | os.PathLike, cache_dir: Path) -> FrameStore:
