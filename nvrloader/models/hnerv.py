@@ -132,7 +132,11 @@ def check_tensor(model: str, what: str, x: torch.Tensor, shape: Sequence[int | N
 
 @register_model("hnerv")
 class HNeRV(nn.Module):
-    """HNeRV: ``encode(frames [N,3,H,W]) -> [N,C,h,w]``; ``model({"embedding": [B,T,C,h,w]}) -> [B,T,3,H,W]``."""
+    """HNeRV: ``encode(frames [N,3,H,W]) -> [N,C,h,w]``; ``model({"embedding": [B,T,C,h,w]}) -> [B,T,3,H,W]``.
+
+    ``strides=None`` picks them from the resolution with :func:`auto_strides`; the chosen ones are in
+    ``model.strides`` and the per-frame side information's shape in ``model.embedding_shape``.
+    """
 
     PRESETS = {
         # CPU sizes: strides follow the resolution (auto_strides), e.g. 64x80 -> 2,2,2,2 (4x5 embedding),
