@@ -109,3 +109,23 @@ def test_dataset_statistics_are_saved():
     state = model.state_dict()
     torch.testing.assert_close(state["mean"].flatten(), torch.full((3,), 0.5))
     torch.testing.assert_close(state["std"].flatten(), torch.full((3,), 0.25))
+
+
+def test_rgb_residual_starts_from_blended_keyframes():
+    """With a silent RGB head and zero flow, the output is (1 - w) * start + w * end keyframe."""
+    torch.manual_seed(0)
+    model = create_model("dnerv", "tiny", (64, 80))
+    with torch.no_grad():
+        for head in [model.rgb_head, *model.flow_heads]:
+            head[-1].weight.zero_()
+            head[-1].bias.zero_()
+    keyframes = torch.rand(1, 2, 3, 64, 80)
+    offset = torch.arange(8.0)[None]
+    out = model({"t": torch.rand(1, 8), "offset": offset, "span": torch.tensor([8.0]), "keyframes": keyframes})
+    w = (offset / 8).view(1, 8, 1, 1, 1)
+    expected = (1 - w) * keyframes[:, :1] + w * keyframes[:, 1:]
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+    plain = create_model("dnerv", "tiny", (64, 80), rgb_residual=False)
+    plain.load_state_dict(model.state_dict())
+    assert not torch.allclose(plain({"t": torch.rand(1, 8), "offset": offset, "span": torch.tensor([8.0]),
+                                     "keyframes": keyframes}), expected, atol=1e-2)

@@ -31,8 +31,10 @@ FUSIONS = ("saf", "concat")
 
 
 def _head(in_ch: int, out_ch: int, act: str) -> nn.Sequential:
-    """1x1 conv to C/4 -> activation -> 3x3 conv: the flow and RGB heads."""
-    mid = max(1, in_ch // 4)
+    """1x1 conv to C/4 -> activation -> 3x3 conv: the flow and RGB heads.
+
+    The hidden width has a floor of 8 so that tiny models do not squeeze RGB through 2 channels."""
+    mid = max(8, in_ch // 4)
     return nn.Sequential(nn.Conv2d(in_ch, mid, 1), make_activation(act), nn.Conv2d(mid, out_ch, 3, padding=1))
 
 
@@ -125,7 +127,7 @@ class DNeRV(nn.Module):
                  stem_dim: int = 512, content_dim: int = 64, pe_base: float = 1.25, pe_levels: int = 240,
                  clip_len: int = 8, fusion: str = "saf", gtmlp: bool = True, flow: bool = True,
                  multiscale_flow: bool = True, mean: Sequence[float] = UCF101_MEAN,
-                 std: Sequence[float] = UCF101_STD, act: str = "gelu"):
+                 std: Sequence[float] = UCF101_STD, act: str = "gelu", rgb_residual: bool = True):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"dnerv: fusion must be one of {FUSIONS}, got {fusion!r}")
@@ -135,6 +137,9 @@ class DNeRV(nn.Module):
         self.clip_len = int(clip_len)
         self.uses_gtmlp = bool(gtmlp)
         self.multiscale_flow = bool(multiscale_flow)
+        # The RGB head predicts a correction to the blended, warped keyframes (no parameters; off gives
+        # the paper's plain head). Small models start from keyframe interpolation instead of grey.
+        self.rgb_residual = bool(rgb_residual)
         self.pe = PositionalEncoding(pe_base, pe_levels)
         self.stem = mlp([self.pe.dim, stem_dim, self.fc_dim * self.grid[0] * self.grid[1]], act)
         self.encoder = ContentEncoder(content_dim, strides, act)
@@ -173,7 +178,10 @@ class DNeRV(nn.Module):
                 coarse = self.flow_heads[0](x) if coarse is None else coarse
                 flow = self._upsample_flow(coarse, feats.shape[-2:])
             fused = self._fuse(feats, flow, weight, b, n)
-            x = self.stages[i](x, fused) if i < len(self.stages) else self.rgb_head(torch.cat((x, fused), 1))
+            if i < len(self.stages):
+                x = self.stages[i](x, fused)
+            else:
+                x = self.rgb_head(torch.cat((x, fused), 1)) + (fused if self.rgb_residual else 0)
         frames = (x * self.std + self.mean).clamp(0, 1)
         return frames.view(b, n, 3, *self.resolution)
 
