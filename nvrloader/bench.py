@@ -27,9 +27,9 @@ def _sync(device: torch.device) -> None:
 
 
 def time_archive(path: str | Path, batch_size: int, num_workers: int, device: str, repeats: int,
-                 num_segments: int, max_batches: int | None) -> dict[str, Any]:
+                 num_segments: int, max_batches: int | None, half: bool = False) -> dict[str, Any]:
     """Clips/s and frames/s over ``repeats`` timed passes, after one untimed warm-up pass."""
-    ds = NVRDataset(path, split="all", num_segments=num_segments, device=device).eval()
+    ds = NVRDataset(path, split="all", num_segments=num_segments, device=device, half=half).eval()
     loader = DataLoader(ds, batch_size=batch_size, num_workers=num_workers, shuffle=False,
                         persistent_workers=num_workers > 0)
 
@@ -81,20 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-segments", type=int, default=8)
     ap.add_argument("--repeats", type=int, default=5, help="timed passes after the warm-up")
     ap.add_argument("--max-batches", type=int, help="stop each pass after this many batches")
+    ap.add_argument("--half", action="store_true", help="fp16 neural decoding (CUDA only)")
     ap.add_argument("-o", "--output", type=Path, help="JSON output (a bar chart PNG is written beside it)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
         ap.error("--repeats must be >= 1")
     try:
         results = [time_archive(p, args.batch_size, args.num_workers, args.device, args.repeats,
-                                args.num_segments, args.max_batches) for p in args.archives]
+                                args.num_segments, args.max_batches, args.half) for p in args.archives]
     except (ArchiveError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     for r in results:
         r["ratio_to_first"] = r["clips_per_s"] / results[0]["clips_per_s"]
     report = {"batch_size": args.batch_size, "num_workers": args.num_workers, "device": args.device,
-              "repeats": args.repeats, "reference": str(args.archives[0]), "results": results}
+              "half": args.half, "repeats": args.repeats, "reference": str(args.archives[0]), "results": results}
     print(to_json(report))
     if args.output:
         write_json(args.output, report)

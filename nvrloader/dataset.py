@@ -24,13 +24,13 @@ class NVRDataset(Dataset):
     Returns ``(clip [T, C, H, W], label)``. ``__getitems__`` lets a DataLoader hand the whole batch
     to the codec's decoder at once (one forward pass for neural codecs, one decode per video for
     H.264). The archive is opened lazily in each process, so worker processes each get their own
-    HDF5 handle.
+    HDF5 handle. ``half=True`` runs neural decoders in fp16 on CUDA.
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "train", num_segments: int = 8,
                  frames_per_segment: int = 1, sampling: str = "tsn",
                  transform: Callable[[torch.Tensor], Any] | None = None, device: str | torch.device = "auto",
-                 output: str = "uint8", random_offset: bool | None = None) -> None:
+                 output: str = "uint8", random_offset: bool | None = None, half: bool = False) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if sampling not in SAMPLINGS:
@@ -44,6 +44,7 @@ class NVRDataset(Dataset):
         self.num_segments, self.frames_per_segment = num_segments, frames_per_segment
         self.transform = transform
         self.device = resolve_device(device)
+        self.half = half
         self.random_offset = (split == "train") if random_offset is None else random_offset
         with open_archive(self.path) as archive:
             self.meta: dict[str, Any] = archive.meta
@@ -79,7 +80,7 @@ class NVRDataset(Dataset):
     def decoder(self) -> Decoder:
         if self._pid != os.getpid():
             self._archive = open_archive(self.path)
-            self._decoder = open_decoder(self._archive, self.device)
+            self._decoder = open_decoder(self._archive, self.device, self.half)
             self._pid = os.getpid()
         return self._decoder
 

@@ -68,6 +68,9 @@ def test_dnerv_batch_decode_equals_one_clip_at_a_time(common, tmp_path):
         together = dec.decode(requests)
         alone = [dec.decode([r])[0] for r in requests]
     assert all(torch.equal(a, b) for a, b in zip(together, alone))
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="fp16 decoding needs a CUDA device"):
+            NVRDataset(out, split="all", device="cpu", half=True)[0]
 
 
 def test_resume_after_interrupted_fit(common, tmp_path):

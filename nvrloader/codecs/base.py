@@ -23,9 +23,12 @@ class CodecError(RuntimeError):
 class Decoder(ABC):
     """Reads one archive's payloads back into frames on a device."""
 
-    def __init__(self, archive: Archive, device: torch.device) -> None:
+    def __init__(self, archive: Archive, device: torch.device, half: bool = False) -> None:
+        if half and device.type != "cuda":
+            raise ValueError("fp16 decoding needs a CUDA device")
         self.archive = archive
         self.device = device
+        self.half = half
         self.meta = archive.meta
         self.config: dict[str, Any] = archive.meta.get("codec_config", {})
 
@@ -85,13 +88,13 @@ def get_codec(name: str) -> Codec:
     return _CODECS[name](name)
 
 
-def open_decoder(archive: Archive, device: torch.device | str = "cpu") -> Decoder:
-    """The decoder of whatever codec ``archive`` holds."""
+def open_decoder(archive: Archive, device: torch.device | str = "cpu", half: bool = False) -> Decoder:
+    """The decoder of whatever codec ``archive`` holds; ``half`` runs neural decoders in fp16 (CUDA)."""
     if archive.codec not in _CODECS:
         from nvrloader.archive import ArchiveError
         raise ArchiveError(f"{archive.path}: codec {archive.codec!r} is not known to this nvrloader "
                            f"(known: {', '.join(_CODECS)})")
-    return _CODECS[archive.codec].decoder(archive, torch.device(device))
+    return _CODECS[archive.codec].decoder(archive, torch.device(device), half)
 
 
 class WholeVideoDecoder(Decoder):
@@ -103,8 +106,8 @@ class WholeVideoDecoder(Decoder):
 
     cache_size: ClassVar[int] = 16
 
-    def __init__(self, archive: Archive, device: torch.device) -> None:
-        super().__init__(archive, device)
+    def __init__(self, archive: Archive, device: torch.device, half: bool = False) -> None:
+        super().__init__(archive, device, half)  # frames are uint8 already: half changes nothing here
         self._cache: dict[int, torch.Tensor] = {}
 
     @abstractmethod

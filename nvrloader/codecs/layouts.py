@@ -28,6 +28,11 @@ def to_float(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.movedim(-1, -3).float().div_(255)
 
 
+def param_dtype(model: nn.Module) -> torch.dtype:
+    """Inputs follow the model's precision (fp16 decoding on CUDA)."""
+    return next(model.parameters()).dtype
+
+
 def to_uint8(frames: torch.Tensor) -> torch.Tensor:
     return frames.clamp(0, 1).mul(255).round_().to(torch.uint8)
 
@@ -109,7 +114,7 @@ class TimeLayout:
 
     def decode(self, model: nn.Module, requests: Sequence[tuple[int, np.ndarray]], device: torch.device,
                side: SideInfo) -> list[torch.Tensor]:
-        t = torch.cat([self.table.global_time(v, idx) for v, idx in requests]).to(device)
+        t = torch.cat([self.table.global_time(v, idx) for v, idx in requests]).to(device, param_dtype(model))
         frames = to_uint8(model({"t": t[:, None]})[:, 0])
         return list(frames.split([len(idx) for _, idx in requests]))
 
@@ -144,7 +149,7 @@ class EmbeddingLayout(TimeLayout):
     def decode(self, model: nn.Module, requests: Sequence[tuple[int, np.ndarray]], device: torch.device,
                side: SideInfo) -> list[torch.Tensor]:
         emb = torch.cat([side.embeddings(v)[torch.as_tensor(idx, dtype=torch.long)] for v, idx in requests])
-        frames = to_uint8(model({"embedding": emb.to(device)[:, None]})[:, 0])
+        frames = to_uint8(model({"embedding": emb.to(device, param_dtype(model))[:, None]})[:, 0])
         return list(frames.split([len(idx) for _, idx in requests]))
 
 
@@ -225,7 +230,7 @@ class ClipLayout(TimeLayout):
         needed = sorted({(int(v), int(f) // self.clip_len) for v, idx in requests for f in np.asarray(idx)})
         slot = {c: i for i, c in enumerate(needed)}
         items = [self.clip_inputs(v, k, side.keyframes(v)) for v, k in needed]
-        batch = {key: torch.stack([it[key] for it in items]).to(device) for key in items[0]}
+        batch = {key: torch.stack([it[key] for it in items]).to(device, param_dtype(model)) for key in items[0]}
         clips = to_uint8(model(batch))  # [num_clips, clip_len, 3, H, W]
         out = []
         for v, idx in requests:

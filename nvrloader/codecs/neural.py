@@ -106,12 +106,14 @@ class NeuralDecoder(Decoder):
 
     keyframe_cache = 64
 
-    def __init__(self, archive: Archive, device: torch.device) -> None:
-        super().__init__(archive, device)
+    def __init__(self, archive: Archive, device: torch.device, half: bool = False) -> None:
+        super().__init__(archive, device, half)
         cfg = self.config
         self.model = model_class(cfg["model"])(**cfg["model_config"]).to(device).eval()
         load_stored_state(self.model, {k: v.to(device) for k, v in
                                        quant.unpack(archive.get("model", "weights")).items()})
+        if half:
+            self.model.half()
         table = FrameTable(tuple(int(v["num_frames"]) for v in self.meta["videos"]))
         self.layout: TimeLayout = LAYOUTS[cfg["model"]](table, cfg.get("clip_len", 8))
         self._embeddings: list[torch.Tensor] | None = None
