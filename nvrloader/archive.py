@@ -93,10 +93,14 @@ class ArchiveWriter:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
-        if exc_type is None:
-            self._commit()
-        else:
+        if exc_type is not None:
             self._abort()
+            return
+        try:
+            self._commit()
+        except BaseException:
+            self._abort()
+            raise
 
     def set_meta(self, meta: dict) -> None:
         """Set (or replace) the JSON meta; written when the archive is committed."""
@@ -125,7 +129,7 @@ class ArchiveWriter:
         else:
             raise ArchiveError(f"{self.path}: payload {group}/{name} must be bytes or a numpy array, "
                                f"got {type(data).__name__}")
-        grp = file.require_group(group) if group in file else file.create_group(group, track_order=True)
+        grp = file[group] if group in file else file.create_group(group, track_order=True)
         if name in grp:
             raise ArchiveError(f"{self.path}: payload {group}/{name} was written twice")
         dset = grp.create_dataset(name, data=arr)
@@ -140,7 +144,6 @@ class ArchiveWriter:
     def _commit(self) -> None:
         file = self._open_file()
         if self._meta is None:
-            self._abort()
             raise ArchiveError(f"{self.path}: set_meta() was never called; nothing written")
         dset = file.create_dataset(META, data=np.frombuffer(self._meta, dtype=np.uint8))
         dset.attrs["sha256"] = hashlib.sha256(self._meta).hexdigest()
