@@ -123,6 +123,14 @@ def test_newer_version_and_missing_checksum(archive_path):
         open_archive(archive_path)
 
 
+def test_invalid_payload_attributes_named_on_read(archive_path):
+    with h5py.File(archive_path, "r+") as f:
+        f["model"]["weights"].attrs["kind"] = "pickle"
+    archive = open_archive(archive_path)
+    with pytest.raises(ArchiveError, match="'model/weights' has no valid 'kind'"):
+        archive.get("model", "weights", verify=False)
+
+
 def test_missing_file(tmp_path):
     with pytest.raises(ArchiveError, match=r"missing\.nvr: archive not found"):
         open_archive(tmp_path / "missing.nvr")
