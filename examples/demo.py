@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resolution", default="64x80")
     ap.add_argument("--fps", default="2")
     ap.add_argument("--target-bpp", default="0.3")
-    ap.add_argument("--epochs", default="8", help="neural codec training epochs")
+    ap.add_argument("--epochs", default="5", help="neural codec training epochs")
     ap.add_argument("--lr", default="1e-3", help="neural codec peak learning rate")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
