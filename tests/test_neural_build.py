@@ -67,7 +67,10 @@ def test_dnerv_batch_decode_equals_one_clip_at_a_time(common, tmp_path):
         requests = [(v, np.arange(n[v])[::-1]) for v in range(len(n))]
         together = dec.decode(requests)
         alone = [dec.decode([r])[0] for r in requests]
-    assert all(torch.equal(a, b) for a, b in zip(together, alone))
+    # the same clips computed in a different batch may round a handful of pixels the other way
+    for a, b in zip(together, alone):
+        diff = (a.int() - b.int()).abs()
+        assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="fp16 decoding needs a CUDA device"):
             NVRDataset(out, split="all", device="cpu", half=True)[0]
