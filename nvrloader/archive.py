@@ -14,6 +14,12 @@ attributes, the meta checksum and that every payload is a dataset with ``kind`` 
 attributes; each payload's attribute values and layout are checked on its first read, so opening
 stays cheap however many payloads there are.
 
+After the HDF5 part comes an integrity trailer: the sha256 of every byte that is not payload
+data (superblock, object headers, heaps, attributes, meta) plus the payload extents it skipped.
+It is checked before HDF5 parses anything, because a flipped byte in HDF5's own structures can
+make the library loop forever; payload data stays covered by the lazy per-payload checksums.
+The trailer is invisible to HDF5 tools, which ignore bytes past the file's end of address space.
+
 Archives are written to ``<path>.tmp`` and renamed when complete, so a reader never sees a partial
 file. Nothing is ever unpickled: payloads are plain bytes/arrays and meta is JSON.
 
@@ -27,9 +33,11 @@ import hashlib
 import json
 import os
 import re
+import struct
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO, Iterator
 
 import h5py
 import numpy as np
@@ -40,6 +48,9 @@ META = "meta"
 _KINDS = ("bytes", "array")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _HASH_BLOCK = 1 << 24  # bytes hashed per read when verifying a large array
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_TRAILER_MAGIC = b"NVRTRAIL"
+_TRAILER_END = struct.Struct("<QQ8s")  # HDF5 part size, number of payload extents, magic
 
 
 class ArchiveError(Exception):
@@ -151,8 +162,7 @@ class ArchiveWriter:
         dset.attrs["sha256"] = hashlib.sha256(self._meta).hexdigest()
         file.close()
         self._file = None
-        with open(self.tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
+        _seal(self.tmp_path)
         os.replace(self.tmp_path, self.path)
 
     def _abort(self) -> None:
@@ -173,7 +183,8 @@ class Archive:
         self._pid: int | None = None
         self._verified: set[tuple[str, str]] = set()
         self._kinds: dict[tuple[str, str], str] = {}
-        self.codec, self.version, self.meta = self._validate()
+        intact = self._check_integrity()
+        self.codec, self.version, self.meta = self._validate(intact)
 
     # -- process-safe handle -------------------------------------------------------------------
     def _handle(self) -> h5py.File:
@@ -203,10 +214,38 @@ class Archive:
         self._verified = {tuple(key) for key in state["verified"]}
 
     # -- validation ----------------------------------------------------------------------------
-    def _validate(self) -> tuple[str, int, dict]:
+    def _check_integrity(self) -> bool:
+        """Check the trailer's digest of everything but payload data *before* HDF5 parses the file:
+        damaged HDF5 structures can send the library into an endless loop. False if there is no
+        trailer at all (a foreign or truncated file, told apart by :meth:`_check_schema`)."""
+        if not self.path.exists():
+            raise ArchiveError(f"{self.path}: archive not found")
+        with open(self.path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            if fh.seek(0) != 0 or fh.read(len(_HDF5_SIGNATURE)) != _HDF5_SIGNATURE:
+                raise ArchiveError(f"{self.path}: not an HDF5 file, so not an nvr archive")
+            if size < _TRAILER_END.size:
+                return False
+            fh.seek(size - _TRAILER_END.size)
+            hdf5_size, count, magic = _TRAILER_END.unpack(fh.read(_TRAILER_END.size))
+            if magic != _TRAILER_MAGIC:
+                return False
+            if hdf5_size + 16 * count + 32 + _TRAILER_END.size != size:
+                raise ArchiveError(f"{self.path}: file size does not match its trailer (truncated or corrupted)")
+            fh.seek(hdf5_size)
+            extents = np.frombuffer(fh.read(16 * count), dtype="<u8").reshape(-1, 2)
+            stored = fh.read(32)
+            ends = extents[:, 0] + extents[:, 1]
+            if count and (np.any(extents[1:, 0] < ends[:-1]) or ends[-1] > hdf5_size):
+                raise ArchiveError(f"{self.path}: trailer lists invalid payload extents (corrupted)")
+            if _structure_digest(fh, hdf5_size, extents) != stored:
+                raise ArchiveError(f"{self.path}: structure checksum mismatch (file tampered or corrupted)")
+        return True
+
+    def _validate(self, intact: bool) -> tuple[str, int, dict]:
         file = self._handle()
         try:
-            return self._check_schema(file)
+            return self._check_schema(file, intact)
         except ArchiveError:
             self._close_handle()
             raise
@@ -214,9 +253,11 @@ class Archive:
             self._close_handle()
             raise ArchiveError(f"{self.path}: corrupted archive: {exc}") from None
 
-    def _check_schema(self, file: h5py.File) -> tuple[str, int, dict]:
+    def _check_schema(self, file: h5py.File, intact: bool) -> tuple[str, int, dict]:
         attrs = file.attrs
         fmt = attrs.get("format")
+        if fmt == FORMAT and not intact:
+            raise ArchiveError(f"{self.path}: integrity trailer missing or damaged (truncated or tampered)")
         if fmt != FORMAT:
             found = ", ".join(sorted(file.keys())) or "nothing"
             raise ArchiveError(f"{self.path}: not an nvr archive (format attribute {fmt!r}, "
@@ -269,20 +310,32 @@ class Archive:
         return kind
 
     # -- reading -------------------------------------------------------------------------------
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        """Turn whatever h5py raises on damaged data (OSError, KeyError, ...) into one ArchiveError."""
+        try:
+            yield
+        except ArchiveError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - damaged files surface as many exception types
+            raise ArchiveError(f"{self.path}: cannot read {what}: {exc}") from None
+
     def groups(self) -> list[str]:
         """Payload groups present, in the order they were written."""
-        return [key for key in self._handle().keys() if key != META]
+        with self._reading("the group list"):
+            return [key for key in self._handle().keys() if key != META]
 
     def names(self, group: str) -> list[str]:
         """Payload names of ``group`` in write order; empty if the group is absent."""
-        file = self._handle()
-        return list(file[group].keys()) if group != META and group in file else []
+        with self._reading(f"group {group}"):
+            file = self._handle()
+            return list(file[group].keys()) if group != META and group in file else []
 
     def get(self, group: str, name: str, verify: bool = True,
             index: slice | np.ndarray | None = None) -> bytes | np.ndarray:
         """One payload: ``bytes`` or an array. ``index`` reads only those rows (axis 0) of an array."""
         key = (group, name)
-        try:
+        with self._reading(f"payload {group}/{name}"):
             dset = self._dataset(group, name)
             kind = self._kind(key, dset)
             if verify and key not in self._verified:
@@ -294,13 +347,7 @@ class Archive:
                 if index is not None:
                     raise ArchiveError(f"{self.path}: payload {group}/{name} is bytes; index applies to arrays")
                 return dset[()].tobytes()
-            if index is None:
-                return dset[()]
-            return _read_rows(dset, index)
-        except ArchiveError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - truncated data surfaces as OSError deep in h5py
-            raise ArchiveError(f"{self.path}: cannot read payload {group}/{name}: {exc}") from None
+            return dset[()] if index is None else _read_rows(dset, index)
 
     def _dataset(self, group: str, name: str) -> h5py.Dataset:
         file = self._handle()
@@ -310,12 +357,13 @@ class Archive:
 
     def payload_bytes(self) -> dict[str, int]:
         """Bytes per group of everything a decoder needs (payload data plus the JSON meta)."""
-        file = self._handle()
-        sizes = {META: int(file[META].size)}
-        for group in self.groups():
-            gid = file[group].id
-            sizes[group] = sum(_nbytes(h5py.h5o.open(gid, name.encode())) for name in file[group])
-        return sizes
+        with self._reading("payload sizes"):
+            file = self._handle()
+            sizes = {META: int(file[META].size)}
+            for group in self.groups():
+                gid = file[group].id
+                sizes[group] = sum(_nbytes(h5py.h5o.open(gid, name.encode())) for name in file[group])
+            return sizes
 
     # -- lifetime ------------------------------------------------------------------------------
     def _close_handle(self) -> None:
@@ -334,6 +382,52 @@ class Archive:
 
     def __repr__(self) -> str:
         return f"Archive({str(self.path)!r}, codec={self.codec!r}, version={self.version})"
+
+
+def _seal(path: Path) -> None:
+    """Append the integrity trailer to a closed HDF5 file (which must not carry one yet) and fsync it."""
+    extents = _payload_extents(path)
+    with open(path, "r+b") as fh:
+        hdf5_size = fh.seek(0, os.SEEK_END)
+        digest = _structure_digest(fh, hdf5_size, extents)
+        fh.write(extents.tobytes() + digest + _TRAILER_END.pack(hdf5_size, len(extents), _TRAILER_MAGIC))
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _payload_extents(path: Path) -> np.ndarray:
+    """(offset, length) of every payload's data in the file, sorted: the bytes payload checksums cover."""
+    extents = []
+    with h5py.File(path, "r", locking=False) as file:
+        for group in file:
+            if group == META:
+                continue
+            gid = file[group].id
+            for name in file[group]:
+                dataset_id = h5py.h5o.open(gid, name.encode())
+                offset, length = dataset_id.get_offset(), dataset_id.get_storage_size()
+                if offset is not None and length:
+                    extents.append((offset, length))
+    return np.array(sorted(extents), dtype="<u8").reshape(-1, 2)
+
+
+def _structure_digest(fh: BinaryIO, hdf5_size: int, extents: np.ndarray) -> bytes:
+    """sha256 of every byte before ``hdf5_size`` outside the payload extents, and of the extents."""
+    digest = hashlib.sha256()
+    position = 0
+    for offset, length in extents.tolist() + [(hdf5_size, 0)]:
+        fh.seek(position)
+        remaining = offset - position
+        while remaining > 0:
+            chunk = fh.read(min(remaining, _HASH_BLOCK))
+            if not chunk:
+                raise ArchiveError(f"{fh.name}: file ends inside its own structure (truncated)")
+            digest.update(chunk)
+            remaining -= len(chunk)
+        position = offset + length
+    digest.update(extents.tobytes())
+    digest.update(struct.pack("<Q", hdf5_size))
+    return digest.digest()
 
 
 def _check_members(path: Path, group: str, item: h5py.Group) -> None:

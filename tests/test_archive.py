@@ -6,6 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
+from nvrloader import archive as archive_module
 from nvrloader.archive import Archive, ArchiveError, ArchiveWriter, open_archive
 
 META = {"videos": [{"name": "v0", "num_frames": 3}], "classes": ["a"], "fps": 2.0, "codec": "raw"}
@@ -41,6 +42,14 @@ def _flip_byte(path, offset):
 def _data_offset(path, group, name):
     with h5py.File(path, "r") as f:
         return f[group][name].id.get_offset()
+
+
+def _edit(path, change):
+    """Change an archive with h5py, then re-seal it as the writer would, to reach the schema checks
+    behind the structure checksum (h5py truncates the file to its HDF5 end, dropping the trailer)."""
+    with h5py.File(path, "r+") as f:
+        change(f)
+    archive_module._seal(path)
 
 
 def test_round_trip(archive_path):
@@ -82,10 +91,33 @@ def test_flipped_payload_byte_names_the_payload(archive_path):
 
 def test_flipped_meta_byte(archive_path):
     with h5py.File(archive_path, "r") as f:
-        offset = f["meta"].id.get_offset()
-    _flip_byte(archive_path, offset + 3)
+        offset = f["meta"].id.get_offset() + 3
+    _flip_byte(archive_path, offset)
+    with pytest.raises(ArchiveError, match="structure checksum mismatch"):
+        open_archive(archive_path)
+
+
+def test_meta_checksum_behind_the_structure_checksum(archive_path):
+    _edit(archive_path, lambda f: f["meta"].write_direct(np.frombuffer(b"{", np.uint8), dest_sel=np.s_[1:2]))
     with pytest.raises(ArchiveError, match="checksum mismatch in 'meta'"):
         open_archive(archive_path)
+
+
+def test_any_flip_outside_payload_data_is_caught_on_open(archive_path):
+    """Includes HDF5's own structures, where a flipped byte can make the library loop forever."""
+    with h5py.File(archive_path, "r") as f:
+        spans = [(d.id.get_offset(), d.id.get_storage_size()) for g in ("model", "streams") for d in f[g].values()
+                 if d.id.get_offset() is not None]
+    clean = archive_path.read_bytes()
+    outside = np.ones(len(clean), bool)
+    for offset, length in spans:
+        outside[offset:offset + length] = False
+    candidates = np.flatnonzero(outside)
+    for offset in np.random.default_rng(0).choice(candidates, 150, replace=False):
+        archive_path.write_bytes(clean)
+        _flip_byte(archive_path, int(offset))
+        with pytest.raises(ArchiveError):
+            open_archive(archive_path).payload_bytes()
 
 
 @pytest.mark.parametrize("keep", [0.0, 0.05, 0.5, 0.999])
@@ -99,7 +131,7 @@ def test_truncated_file(archive_path, keep):
 def test_non_hdf5_file(tmp_path):
     path = tmp_path / "notes.nvr"
     path.write_text("just some text, not an archive\n" * 50)
-    with pytest.raises(ArchiveError, match="not a readable HDF5 file"):
+    with pytest.raises(ArchiveError, match="not an HDF5 file"):
         open_archive(path)
 
 
@@ -112,20 +144,21 @@ def test_foreign_hdf5(tmp_path):
 
 
 def test_newer_version_and_missing_checksum(archive_path):
-    with h5py.File(archive_path, "r+") as f:
-        f.attrs["version"] = 2
+    _edit(archive_path, lambda f: f.attrs.__setitem__("version", 2))
     with pytest.raises(ArchiveError, match="version 2 is not supported"):
         open_archive(archive_path)
-    with h5py.File(archive_path, "r+") as f:
+
+    def drop_checksum(f):
         f.attrs["version"] = 1
         del f["streams"]["table"].attrs["sha256"]
+
+    _edit(archive_path, drop_checksum)
     with pytest.raises(ArchiveError, match="streams/table' has no sha256"):
         open_archive(archive_path)
 
 
 def test_invalid_payload_attributes_named_on_read(archive_path):
-    with h5py.File(archive_path, "r+") as f:
-        f["model"]["weights"].attrs["kind"] = "pickle"
+    _edit(archive_path, lambda f: f["model"]["weights"].attrs.__setitem__("kind", "pickle"))
     archive = open_archive(archive_path)
     with pytest.raises(ArchiveError, match="'model/weights' has no valid 'kind'"):
         archive.get("model", "weights", verify=False)
