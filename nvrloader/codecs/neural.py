@@ -231,7 +231,14 @@ class NeuralCodec(Codec):
                                  f"information alone takes {8 * (side_bytes + meta_bytes) / pixels:.4g} bpp")
             params = int(budget * 8 / BITS_PER_WEIGHT_GUESS)
         torch.manual_seed(options.get("seed") or 0)
-        model = create_model(self.name, options.get("size"), resolution, params=params, **extra)
+        try:
+            model = create_model(self.name, options.get("size"), resolution, params=params, **extra)
+        except ValueError as err:
+            if target_bytes is None:
+                raise
+            raise CodecError(f"target {options['target_bpp']:.4g} bpp leaves room for about {params} weights, "
+                             f"and {err}; raise --target-bpp"
+                             + (" or lower --keyframe-share" if isinstance(layout, ClipLayout) else "")) from None
         cfg = jsonable(model.config)
 
         # 3. fit
