@@ -113,13 +113,14 @@ def _zero_points(low: np.ndarray, scale: np.ndarray, bits: float) -> np.ndarray:
     return np.clip(np.rint(ratio), 0, _levels(bits)).astype(np.int64)
 
 
-def _quantise_rows(rows: np.ndarray, bits: float, param_dtype: np.dtype) -> QuantizedTensor:
+def _quantise_rows(rows: np.ndarray, bits: float, param_dtype: np.dtype, shape: tuple[int, ...], dtype: str,
+                   mode: str) -> QuantizedTensor:
     low, scale = _params(rows, bits, param_dtype)
     low64, scale64 = low.astype(np.float64)[:, None], scale.astype(np.float64)[:, None]
     steps = np.divide(rows - low64, scale64, out=np.zeros_like(rows), where=scale64 > 0)
     q = np.clip(np.rint(steps), 0, _levels(bits)).astype(np.int64)
     symbols = (q - _zero_points(low, scale, bits)[:, None]).ravel()
-    return QuantizedTensor(shape=(), dtype="", mode="", bits=bits, low=low, scale=scale, symbols=symbols)
+    return QuantizedTensor(shape, dtype, mode, bits=bits, low=low, scale=scale, symbols=symbols)
 
 
 def _dequantise(entry: QuantizedTensor) -> np.ndarray:
@@ -175,8 +176,7 @@ def quantize_tensor(x: torch.Tensor | np.ndarray, bits: float = 8, granularity: 
         candidates.append(("channel", values.reshape(values.shape[0], -1)))
     best, best_cost = None, math.inf
     for mode, rows in candidates:
-        entry = _quantise_rows(rows, bits, stored)
-        entry.shape, entry.dtype, entry.mode = shape, dtype, mode
+        entry = _quantise_rows(rows, bits, stored, shape, dtype, mode)
         cost = _cost_bits(entry, values) if len(candidates) > 1 else 0.0
         if cost < best_cost:
             best, best_cost = entry, cost
@@ -187,8 +187,13 @@ def quantize_state_dict(state_dict: Mapping[str, torch.Tensor | np.ndarray], bit
                         granularity: str = "auto", min_numel: int = 64,
                         param_dtype: str = "float16") -> QuantizedState:
     """Quantise every tensor of a state dict (or any name -> tensor mapping), keeping its order."""
-    return QuantizedState({name: quantize_tensor(x, bits, granularity, min_numel, param_dtype)
-                           for name, x in state_dict.items()})
+    tensors = {}
+    for name, x in state_dict.items():
+        try:
+            tensors[name] = quantize_tensor(x, bits, granularity, min_numel, param_dtype)
+        except ValueError as exc:
+            raise ValueError(f"tensor {name!r}: {exc}") from None
+    return QuantizedState(tensors)
 
 
 def quantize_embeddings(embeddings: torch.Tensor | np.ndarray, bits: float = 6,
