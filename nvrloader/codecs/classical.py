@@ -72,7 +72,7 @@ class ClassicalCodec(Codec):
     def _options(self, crf: float, preset: str, gop: int | None, num_frames: int) -> dict[str, str]:
         opts = {"crf": f"{crf:.3f}", "preset": preset, "g": str(gop or max(1, num_frames))}
         if self.name == "h265":
-            opts["x265-params"] = f"log-level=error:keyint={opts['g']}"
+            opts["x265-params"] = f"log-level=error:info=0:keyint={opts['g']}"  # no 2 KB version SEI
         return opts
 
     def _encode_all(self, store: FrameStore, video_ids: list[int], crf: float, preset: str,
