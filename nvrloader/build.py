@@ -18,7 +18,7 @@ from nvrloader.codecs import CodecError, codec_classes, codec_names, get_codec
 from nvrloader.device import resolve_device
 from nvrloader.distributed import barrier, init_distributed, is_main_process, shutdown_distributed
 from nvrloader.eval import evaluate, size_report
-from nvrloader.framestore import FrameStore, open_or_build_framestore
+from nvrloader.framestore import open_or_build_framestore
 from nvrloader.reporting import default_cache_dir, to_json, write_json
 from nvrloader.sources import SourceError, discover
 from nvrloader.video import VideoError

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 import av
 import numpy as np
@@ -113,6 +112,8 @@ def test_search_rate_bisects_a_monotone_curve():
     assert abs(got / 0.5 - 1) <= 0.01 and 25 < crf < 27
     with pytest.raises(CodecError, match="above the highest"):
         search_rate(curve, 100.0, 0.0, 51.0, tolerance=0.03)
+    bits, got = search_rate(lambda b: 2.0 ** b, 100.0, 4.0, 12.0, tolerance=0.01)  # rising curves work too
+    assert abs(got / 100 - 1) <= 0.01 and bits == pytest.approx(6.64, abs=0.02)
 
 
 def test_dataset_shapes_labels_and_batching(built, monkeypatch):

@@ -1,18 +1,16 @@
 """HNeRV and SNeRV: paper sizes, shapes, side information, resolution checks, budgets, a short fit."""
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from nvrloader.models import hnerv, snerv  # noqa: F401  (registration)
 from nvrloader.models.hnerv import auto_strides
 from nvrloader.models.registry import count_model_params, count_params, create_model, model_config
 from nvrloader.models.wavelet import dwt2, idwt2
+from realframes import load_frames, psnr
 
-VIDEO = Path(__file__).resolve().parents[1].parent / "shared/data/real-videos/v_Basketball_g01_c01.avi"
 BUNNY_FRAMES = 132  # both papers count decoder + embeddings of the 132-frame Bunny clip
 NAMES = ["hnerv", "snerv"]
 
@@ -138,24 +136,6 @@ def test_parameter_budget_sweep(name, size):
         with torch.device("meta"):
             model = create_model(name, size, params=int(budget))
         assert abs(count_model_params(model) - budget) <= 0.03 * budget, (size, budget)
-
-
-def load_frames(count: int, size: tuple[int, int]) -> torch.Tensor:
-    av = pytest.importorskip("av")
-    if not VIDEO.exists():
-        pytest.skip(f"real test video absent: {VIDEO}")
-    frames = []
-    with av.open(str(VIDEO)) as container:
-        for frame in container.decode(video=0):
-            frames.append(frame.to_ndarray(format="rgb24"))
-            if len(frames) == count:
-                break
-    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255
-    return F.interpolate(x, size=size, mode="area")
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(-10 * torch.log10(F.mse_loss(a, b)))
 
 
 def fit(name: str, steps: int) -> tuple[float, float]:

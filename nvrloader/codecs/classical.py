@@ -26,23 +26,24 @@ CRF_RANGE = (0.0, 51.0)
 
 def search_rate(measure: Callable[[float], float], target: float, lo: float, hi: float,
                 tolerance: float, max_steps: int = 14) -> tuple[float, float]:
-    """Bisect a rate parameter whose bpp falls as it rises; return (parameter, bpp) closest to target.
+    """Bisect a rate parameter (bpp monotone in it, either way); return (parameter, bpp) closest to target.
 
     Raises CodecError when the target lies outside what the parameter range reaches.
     """
-    at_lo, at_hi = measure(lo), measure(hi)
-    if target > at_lo * (1 + tolerance):
-        raise CodecError(f"target {target:.5g} bpp is above the highest rate reachable ({at_lo:.5g} bpp at {lo:g})")
-    if target < at_hi * (1 - tolerance):
-        raise CodecError(f"target {target:.5g} bpp is below the lowest rate reachable ({at_hi:.5g} bpp at {hi:g})")
-    best = min(((lo, at_lo), (hi, at_hi)), key=lambda pb: abs(math.log(pb[1] / target)))
+    ends = ((lo, measure(lo)), (hi, measure(hi)))
+    (p_min, bpp_min), (p_max, bpp_max) = sorted(ends, key=lambda pb: pb[1])
+    if target > bpp_max * (1 + tolerance):
+        raise CodecError(f"target {target:.5g} bpp is above the highest rate reachable ({bpp_max:.5g} bpp at {p_max:g})")
+    if target < bpp_min * (1 - tolerance):
+        raise CodecError(f"target {target:.5g} bpp is below the lowest rate reachable ({bpp_min:.5g} bpp at {p_min:g})")
+    best = min(ends, key=lambda pb: abs(math.log(pb[1] / target)))
     for _ in range(max_steps):
         if abs(best[1] / target - 1) <= tolerance:
             break
-        mid = (lo + hi) / 2
+        mid = (p_min + p_max) / 2
         got = measure(mid)
         best = min((best, (mid, got)), key=lambda pb: abs(math.log(pb[1] / target)))
-        lo, hi = (mid, hi) if got > target else (lo, mid)
+        p_min, p_max = (p_min, mid) if got > target else (mid, p_max)
     return best
 
 

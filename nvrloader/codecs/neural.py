@@ -10,7 +10,6 @@ import argparse
 import hashlib
 import json
 import math
-import time
 from collections import OrderedDict
 from typing import Any, Sequence
 
@@ -270,9 +269,7 @@ class NeuralCodec(Codec):
             def measure(b: float) -> float:
                 return (len(pack_weights(state, b)) + side_bytes + meta_bytes) * 8 / pixels
             try:
-                bits, _ = search_rate(lambda b: measure(WEIGHT_BITS_RANGE[1] - b + WEIGHT_BITS_RANGE[0]),
-                                      options["target_bpp"], *WEIGHT_BITS_RANGE, tolerance=0.02)
-                bits = WEIGHT_BITS_RANGE[1] - bits + WEIGHT_BITS_RANGE[0]
+                bits, _ = search_rate(measure, options["target_bpp"], *WEIGHT_BITS_RANGE, tolerance=0.02)
             except CodecError as err:
                 raise CodecError(f"{self.name}: after fitting, {err}; adjust --keyframe-share or --params") from None
         weights = pack_weights(state, bits)
