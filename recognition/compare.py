@@ -89,8 +89,8 @@ def compare(raw_path: Path, archives: list[Path], out_dir: Path, cfg: TrainConfi
         rows.append({**{k: other[k] for k in ("codec", "name", "archive", "bpp")},
                      "train": summary(trained, train_dir), "test": summary(tested, test_dir)})
     rows.sort(key=lambda r: (r["codec"], r["bpp"]))
-    results = {"raw": {**{k: raw[k] for k in ("codec", "name", "archive", "bpp")}, "raw_raw": summary(raw_run, raw_dir)},
-               "rows": rows, "num_classes": len(raw["classes"]), "config": dataclasses.asdict(cfg),
+    raw_row = {**{k: raw[k] for k in ("codec", "name", "archive", "bpp")}, "raw_raw": summary(raw_run, raw_dir)}
+    results = {"raw": raw_row, "rows": rows, "num_classes": len(raw["classes"]), "config": dataclasses.asdict(cfg),
                "chance_top1": 100 / max(len(raw["classes"]), 1)}
     if is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -104,10 +104,13 @@ class TSM(nn.Module):
                  shift_div: int = 8, dropout: float = 0.8, partial_bn: bool = False,
                  width_mult: float = 1.0) -> None:
         super().__init__()
-        kwargs = {}
+        # Residual branches start live (torchvision's init, which TSM used): timm's default zero-init of
+        # each branch's last BN leaves only the shortcuts, which never see the shift, so a network
+        # trained from scratch starts blind to time and measurably never left chance on motion classes.
+        kwargs: dict = {"zero_init_last": False}
         if width_mult != 1.0:  # thinner ResNet for CPU-sized experiments (no pretrained weights fit it)
-            kwargs = {"channels": tuple(max(8, round(c * width_mult)) for c in RESNET_CHANNELS),
-                      "stem_width": max(8, round(64 * width_mult))}
+            kwargs |= {"channels": tuple(max(8, round(c * width_mult)) for c in RESNET_CHANNELS),
+                       "stem_width": max(8, round(64 * width_mult))}
         try:
             self.backbone = timm.create_model(backbone, pretrained=False, num_classes=0, **kwargs)
         except (RuntimeError, TypeError) as err:

@@ -81,6 +81,21 @@ def test_shift_before_conv1_and_identity_untouched() -> None:
     assert not torch.equal(out, torch.relu(seen["in"]))
 
 
+def test_untrained_model_sees_temporal_order() -> None:
+    """Residual branches start live, so even an untrained TSM scores a clip and its time reversal apart.
+
+    With timm's default zero-init of each branch's last BN only the (unshifted) shortcuts carry
+    signal at first, the output ignores frame order, and training from scratch stalled at chance.
+    """
+    torch.manual_seed(0)
+    model = TSM(num_classes=4, num_segments=8, backbone="resnet18", dropout=0.0, width_mult=0.25).eval()
+    assert all(bool(block.bn2.weight.ne(0).all()) for block in model.backbone.layer1)
+    clips = torch.randn(2, 8, 3, 32, 32)
+    with torch.no_grad():
+        forward, backward = model(clips), model(clips.flip(1))
+    assert (forward - backward).abs().max() > 1e-3 * forward.abs().max()
+
+
 def test_average_consensus() -> None:
     torch.manual_seed(0)
     model = TSM(num_classes=4, num_segments=8, backbone="resnet18", dropout=0.0).eval()
