@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from nvrloader import bench, build
-from nvrloader.reporting import write_json
+from nvrloader.reporting import save_figure, write_json
 
 NEURAL = ("dnerv", "nerv")
 
@@ -40,8 +40,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_title("synthetic sample dataset")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

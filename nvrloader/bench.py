@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from nvrloader.archive import ArchiveError
 from nvrloader.dataset import NVRDataset
-from nvrloader.reporting import to_json, write_json
+from nvrloader.reporting import save_figure, to_json, write_json
 
 
 def _sync(device: torch.device) -> None:
@@ -68,8 +68,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("clips / s (median, min-max)")
     ax.set_title("decode throughput through DataLoader")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Small output helpers shared by the commands: atomic JSON files and the default cache folder."""
+"""Small output helpers shared by the commands: atomic text, JSON and PNG files, and the default cache folder."""
 from __future__ import annotations
 
 import json
@@ -28,11 +28,27 @@ def to_json(data: Any) -> str:
     return json.dumps(_jsonable(data), indent=2, default=str)
 
 
-def write_json(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON atomically (temporary file, then rename) so a crash never leaves half a report."""
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write atomically (temporary file, then rename) so a crash never leaves half a report."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(to_json(data) + "\n")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: str | os.PathLike, data: Any) -> Path:
+    return write_text(path, to_json(data) + "\n")
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it (figures otherwise pile up in memory)."""
+    import matplotlib.pyplot as plt
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png", dpi=dpi)
+    plt.close(fig)
     os.replace(tmp, path)
     return path

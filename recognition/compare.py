@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 from nvrloader.archive import ArchiveError, open_archive
 from nvrloader.distributed import is_main_process
 from nvrloader.eval import size_report
-from nvrloader.reporting import write_json
+from nvrloader.reporting import save_figure, write_json, write_text
 from recognition.train_tsm import (TrainConfig, add_training_arguments, check_resumable, config_from_args,
                                    evaluate_checkpoint, train)
 
@@ -117,12 +116,6 @@ def markdown_table(results: dict[str, Any]) -> str:
     return "\n".join(lines + [""] + notes) + "\n"
 
 
-def write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def plot(results: dict[str, Any], path: Path) -> Path:
     """Top-1 against bpp: one colour per codec, solid "train", dashed "test", raw/raw as a line."""
     import matplotlib
@@ -147,11 +140,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,7 @@ from nvrloader.archive import ArchiveError
 from nvrloader.dataset import NVRDataset
 from nvrloader.device import resolve_device
 from nvrloader.distributed import barrier, init_distributed, is_distributed
-from nvrloader.reporting import to_json, write_json
+from nvrloader.reporting import save_figure, to_json, write_json
 from recognition.transforms import ClipTransform
 from recognition.tsm import TSM, load_backbone
 
@@ -253,11 +253,7 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], title: str, p
     ax.set_ylabel("true")
     ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
