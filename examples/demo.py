@@ -12,18 +12,16 @@ import json
 import sys
 from pathlib import Path
 
-from nvrloader import bench, build
+from nvrloader import bench
+from nvrloader.build import FrameSpec, build_archive, parse_resolution
+from nvrloader.codecs.options import CodecOptions, KeyframeOptions, NeuralOptions
 from nvrloader.reporting import save_figure, write_json
 
-NEURAL = ("dnerv", "nerv")
 
-
-def build_one(out: Path, codec: str, common: list[str], extra: list[str]) -> dict:
-    archive = out / f"{codec}.nvr"
-    rc = build.main([*common, "--codec", codec, "-o", str(archive), *extra])
-    if rc != 0:
-        raise SystemExit(f"build of {codec} failed (exit {rc})")
-    return json.loads(archive.with_suffix(".json").read_text())
+def build_one(out: Path, codec: str, frames: FrameSpec, options: CodecOptions | None = None,
+              target_bpp: float | None = None) -> dict:
+    return build_archive(None, out / f"{codec}.nvr", codec, options, frames=frames, target_bpp=target_bpp,
+                         force=True)
 
 
 def plot(rows: list[dict], path: Path) -> None:
@@ -46,22 +44,22 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("runs/demo"))
-    ap.add_argument("--resolution", default="64x80")
-    ap.add_argument("--fps", default="2")
-    ap.add_argument("--target-bpp", default="0.3")
-    ap.add_argument("--epochs", default="5", help="neural codec training epochs")
-    ap.add_argument("--lr", default="1e-3", help="neural codec peak learning rate")
+    ap.add_argument("--resolution", type=parse_resolution, default=(64, 80), help="HxW")
+    ap.add_argument("--fps", type=float, default=2.0)
+    ap.add_argument("--target-bpp", type=float, default=0.3)
+    ap.add_argument("--epochs", type=int, default=5, help="neural codec training epochs")
+    ap.add_argument("--lr", type=float, default=1e-3, help="neural codec peak learning rate")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    common = ["--demo", "--resolution", args.resolution, "--fps", args.fps, "--device", "auto"]
-    rows = [build_one(args.out, "raw", common, [])]
+    frames = FrameSpec(fps=args.fps, resolution=args.resolution)
+    rows = [build_one(args.out, "raw", frames)]
     for codec in ("h264", "h265"):
-        rows.append(build_one(args.out, codec, common, ["--target-bpp", args.target_bpp]))
-    for codec in NEURAL:
-        # at 64x80 an AVIF container alone is ~300 bytes, so tiny keyframes are coded as AV1 intra frames
-        keyframes = ["--keyframe-codec", "av1"] if codec == "dnerv" else []
-        rows.append(build_one(args.out, codec, common, ["--target-bpp", args.target_bpp, "--size", "tiny",
-                                                        "--epochs", args.epochs, "--lr", args.lr, *keyframes]))
+        rows.append(build_one(args.out, codec, frames, target_bpp=args.target_bpp))
+    neural = {"size": "tiny", "epochs": args.epochs, "lr": args.lr}
+    # at 64x80 an AVIF container alone is ~300 bytes, so tiny keyframes are coded as AV1 intra frames
+    rows.append(build_one(args.out, "dnerv", frames, KeyframeOptions(**neural, keyframe_codec="av1"),
+                          args.target_bpp))
+    rows.append(build_one(args.out, "nerv", frames, NeuralOptions(**neural), args.target_bpp))
     speed_json = args.out / "bench.json"
     bench.main([str(args.out / f"{r['codec']}.nvr") for r in rows] +
                ["--batch-size", "8", "--repeats", "3", "-o", str(speed_json)])

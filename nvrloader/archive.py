@@ -81,6 +81,11 @@ def _sha256_dataset(dset: h5py.Dataset) -> str:
     return digest.hexdigest()
 
 
+def encode_meta(meta: dict) -> bytes:
+    """The meta exactly as an archive stores (and counts) it, so a rate budget can measure it."""
+    return json.dumps(meta, allow_nan=False, sort_keys=True).encode("utf-8")
+
+
 class ArchiveWriter:
     """Writes an archive atomically: to ``<path>.tmp``, renamed onto ``path`` on a clean exit."""
 
@@ -120,10 +125,9 @@ class ArchiveWriter:
         if not isinstance(meta, dict):
             raise ArchiveError(f"{self.path}: meta must be a dict, got {type(meta).__name__}")
         try:
-            text = json.dumps(meta, allow_nan=False, sort_keys=True)
+            self._meta = encode_meta(meta)
         except (TypeError, ValueError) as exc:
             raise ArchiveError(f"{self.path}: meta is not JSON-serialisable: {exc}") from None
-        self._meta = text.encode("utf-8")
 
     def put(self, group: str, name: str, data: bytes | np.ndarray) -> None:
         """Store one payload with its checksum; bytes stay bytes, numeric arrays keep dtype and shape."""

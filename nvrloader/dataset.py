@@ -9,9 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nvrloader.archive import Archive, open_archive
-from nvrloader.codecs import Decoder, open_decoder
-from nvrloader.device import resolve_device
+from nvrloader.decode import ArchiveDecoder
 from nvrloader.sampling import SAMPLINGS, sample_indices
 
 SPLITS = ("train", "test", "all")
@@ -19,18 +17,23 @@ OUTPUTS = ("uint8", "float")
 
 
 class NVRDataset(Dataset):
-    """torchvision-style video dataset over any codec in an archive.
+    """torchvision-style video dataset over any codec in an archive, on top of `ArchiveDecoder`.
 
-    Returns ``(clip [T, C, H, W], label)``. ``__getitems__`` lets a DataLoader hand the whole batch
-    to the codec's decoder at once (one forward pass for neural codecs, one decode per video for
-    H.264). The archive is opened lazily in each process, so worker processes each get their own
-    HDF5 handle. ``half=True`` runs neural decoders in fp16 on CUDA.
+    Returns ``(clip [T, C, H, W], label)``, or ``(clip, label, info)`` with ``return_info=True``
+    (video name, video index, frame indices). ``__getitems__`` hands a whole DataLoader batch to
+    the decoder at once (one forward pass for neural codecs, one decode per video for H.264).
+
+    A clip is a function of (seed, epoch, index, mode) only: the same in any worker, with any
+    number of workers. ``set_epoch`` (as `DistributedSampler`'s) draws new training offsets each
+    epoch; ``train()``/``eval()`` and ``set_epoch`` write to shared memory, so they also reach
+    persistent DataLoader workers. ``seed=None`` draws one from torch's global generator.
     """
 
     def __init__(self, path: str | os.PathLike, split: str = "train", num_segments: int = 8,
                  frames_per_segment: int = 1, sampling: str = "tsn",
                  transform: Callable[[torch.Tensor], Any] | None = None, device: str | torch.device = "auto",
-                 output: str = "uint8", random_offset: bool | None = None, half: bool = False) -> None:
+                 output: str = "uint8", random_offset: bool | None = None, half: bool = False,
+                 seed: int | None = None, return_info: bool = False) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if sampling not in SAMPLINGS:
@@ -43,66 +46,74 @@ class NVRDataset(Dataset):
         self.split, self.sampling, self.output = split, sampling, output
         self.num_segments, self.frames_per_segment = num_segments, frames_per_segment
         self.transform = transform
-        self.device = resolve_device(device)
-        self.half = half
-        self.random_offset = (split == "train") if random_offset is None else random_offset
-        with open_archive(self.path) as archive:
-            self.meta: dict[str, Any] = archive.meta
-            self.codec = archive.codec
-        videos = self.meta["videos"]
-        self.video_ids = [i for i, v in enumerate(videos) if split == "all" or v["split"] == split]
+        self.return_info = return_info
+        self.decoder = ArchiveDecoder(self.path, device, half)
+        self.device = self.decoder.device
+        self.meta: dict[str, Any] = self.decoder.archive.meta
+        self.codec = self.decoder.codec
+        self.seed = int(torch.randint(2 ** 62, ()).item()) if seed is None else int(seed)
+        # [random offsets (0/1), epoch] in shared memory: mode and epoch changes reach running workers
+        self._state = torch.tensor([int(split == "train" if random_offset is None else random_offset), 0],
+                                   dtype=torch.int64).share_memory_()
+        videos = self.decoder.metadata.videos
+        self.video_ids = [v.index for v in videos if split == "all" or v.split == split]
         if not self.video_ids:
             raise ValueError(f"{self.path}: the archive holds no {split!r} videos "
-                             f"(its subset is {self.meta.get('subset', 'unknown')!r}); use split='all' "
+                             f"(its subset is {self.decoder.metadata.subset!r}); use split='all' "
                              "or build the archive with the videos you need")
-        self.classes: list[str] = list(self.meta.get("classes", []))
-        self.labels: list[int] = [int(videos[i]["label"]) for i in self.video_ids]
-        self._pid: int | None = None
-        self._archive: Archive | None = None
-        self._decoder: Decoder | None = None
+        self.classes: list[str] = list(self.decoder.metadata.classes)
+        self.labels: list[int] = [videos[i].label for i in self.video_ids]
+
+    @property
+    def random_offset(self) -> bool:
+        return bool(self._state[0])
+
+    @property
+    def epoch(self) -> int:
+        return int(self._state[1])
 
     def train(self, mode: bool = True) -> "NVRDataset":
         """Random TSN offsets (training) or segment centres (evaluation), as TSM samples."""
-        self.random_offset = mode
+        self._state[0] = int(mode)
         return self
 
     def eval(self) -> "NVRDataset":
         return self.train(False)
 
+    def set_epoch(self, epoch: int) -> None:
+        """New random offsets for each epoch, reproducibly (call before iterating, as with DistributedSampler)."""
+        self._state[1] = int(epoch)
+
     def __len__(self) -> int:
         return len(self.video_ids)
 
-    def __getstate__(self) -> dict[str, Any]:
-        # HDF5 handles and device tensors stay in the process that made them.
-        return {**self.__dict__, "_pid": None, "_archive": None, "_decoder": None}
-
-    @property
-    def decoder(self) -> Decoder:
-        if self._pid != os.getpid():
-            self._archive = open_archive(self.path)
-            self._decoder = open_decoder(self._archive, self.device, self.half)
-            self._pid = os.getpid()
-        return self._decoder
-
     def frame_indices(self, index: int) -> np.ndarray:
-        """The frames clip ``index`` takes from its video (random in training mode)."""
-        num_frames = int(self.meta["videos"][self.video_ids[index]]["num_frames"])
+        """The frames clip ``index`` takes from its video (random in training mode, seeded by
+        (seed, epoch, index))."""
+        random_offset = self.random_offset
+        rng = np.random.default_rng((self.seed, self.epoch, index)) if random_offset else None
+        num_frames = self.decoder.metadata.videos[self.video_ids[index]].num_frames
         return sample_indices(self.sampling, num_frames, self.num_segments, self.frames_per_segment,
-                              self.random_offset)
+                              random_offset, rng)
 
-    def __getitems__(self, indices: list[int]) -> list[tuple[Any, int]]:
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, ...]]:
         requests = [(self.video_ids[i], self.frame_indices(i)) for i in indices]
-        clips = self.decoder.decode(requests)
+        clips = self.decoder.get_frames_batch(requests)
         out = []
-        for i, clip in zip(indices, clips):
+        for i, (video, idx), clip in zip(indices, requests, clips):
             if self.output == "float":
                 clip = clip.float().div_(255)
             if self.transform is not None:
                 clip = self.transform(clip)
-            out.append((clip, self.labels[i]))
+            if self.return_info:
+                info = {"video_name": self.decoder.metadata.videos[video].name, "video_index": video,
+                        "frame_indices": torch.as_tensor(idx)}
+                out.append((clip, self.labels[i], info))
+            else:
+                out.append((clip, self.labels[i]))
         return out
 
-    def __getitem__(self, index: int) -> tuple[Any, int]:
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
         if not -len(self) <= index < len(self):
             raise IndexError(f"index {index} out of range for {len(self)} clips")
         return self.__getitems__([index % len(self)])[0]

@@ -13,5 +13,5 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for, but no CUDA device is available here; "
-                         "use --device cpu or auto")
+                         "use device=\"cpu\" or \"auto\" (--device on the command line)")
     return dev

@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from nvrloader.archive import Archive, ArchiveError, open_archive
-from nvrloader.codecs import open_decoder
+from nvrloader.decode import open_decoder
 from nvrloader.device import resolve_device
 from nvrloader.framestore import FrameStore, open_or_build_framestore
 from nvrloader.metrics import bpp, ms_ssim, psnr

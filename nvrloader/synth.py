@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from nvrloader.video import write_video
+from nvrloader.video_encode import write_video
 
 # (class name, motion, direction); a pair shares the motion and has opposite directions.
 CLASSES: tuple[tuple[str, str, int], ...] = (

@@ -1,4 +1,4 @@
-"""Video I/O through PyAV: decode to uint8 RGB, resample to a target fps, resize; encode/decode helpers.
+"""Video reading through PyAV: decode to uint8 RGB, resample to a target fps, resize (writing: `video_encode`).
 
 Every failure inside FFmpeg surfaces as a `VideoError` whose message starts with the file (or
 in-memory stream) it concerns, so a dataset build can name the bad video and move on.
@@ -6,11 +6,9 @@ in-memory stream) it concerns, so a dataset build can name the bad video and mov
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -221,68 +219,6 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "stretc
     for i, frame in enumerate(frames):
         out[i] = Image.fromarray(np.ascontiguousarray(frame)).resize((out_w, out_h), Image.Resampling.BILINEAR)
     return out
-
-
-def _encoder_options(codec: str, options: dict | None) -> dict[str, str]:
-    """Stringify options; libx265 prints its banner and per-frame stats unless told not to."""
-    opts = {str(k): str(v) for k, v in (options or {}).items()}
-    if codec == "libx265":
-        params = [p for p in opts.get("x265-params", "").split(":") if p and not p.startswith("log-level=")]
-        opts["x265-params"] = ":".join(params + ["log-level=error"])
-    return opts
-
-
-def _mux(container, frames: np.ndarray, fps: float, codec: str, options: dict | None,
-         codec_tag: str | None, pix_fmt: str) -> None:
-    stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
-    stream.height, stream.width = frames.shape[1:3]
-    stream.pix_fmt = pix_fmt
-    if codec_tag is not None:
-        stream.codec_context.codec_tag = codec_tag
-    stream.options = _encoder_options(codec, options)
-    for i, rgb in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame.pts = i
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))  # flush: encoders with lookahead hold back the last frames
-
-
-def _check_frames(frames: np.ndarray, pix_fmt: str) -> None:
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8 or len(frames) == 0:
-        raise ValueError(f"frames must be non-empty uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}")
-    if pix_fmt.startswith("yuv420") and (frames.shape[1] % 2 or frames.shape[2] % 2):
-        raise ValueError(f"{pix_fmt} needs an even height and width, got {frames.shape[1]}x{frames.shape[2]}")
-
-
-def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "libx264",
-                options: dict | None = None, codec_tag: str | None = None, pix_fmt: str = "yuv420p") -> None:
-    """Encode uint8 [T, H, W, 3] frames to a file; the container follows the file extension.
-
-    The file is written under a temporary name beside the target and renamed when complete.
-    """
-    path = Path(path)
-    _check_frames(frames, pix_fmt)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial{path.suffix}")
-    try:
-        with av.open(str(tmp), "w") as container:
-            _mux(container, frames, fps, codec, options, codec_tag, pix_fmt)
-        os.replace(tmp, path)
-    except (av.FFmpegError, OSError, ValueError) as e:
-        raise VideoError(f"{path}: writing with {codec} failed ({e})") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def encode_frames(frames: np.ndarray, fps: float, codec: str, options: dict[str, str]) -> bytes:
-    """Encode frames into an in-memory Matroska container holding one video stream (yuv420p)."""
-    _check_frames(frames, "yuv420p")
-    buffer = io.BytesIO()
-    try:
-        with av.open(buffer, "w", format="matroska") as container:
-            _mux(container, frames, fps, codec, options, None, "yuv420p")
-    except (av.FFmpegError, ValueError) as e:
-        raise VideoError(f"<in-memory {codec} stream>: encoding failed ({e})") from e
-    return buffer.getvalue()
 
 
 def decode_bytes(data: bytes) -> np.ndarray:

@@ -306,7 +306,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     show = cfg.progress and rank == 0
     out_dir = Path(cfg.output_dir)
     train_ds = NVRDataset(cfg.train_data, split=cfg.train_split, num_segments=cfg.num_segments,
-                          device=device).train()
+                          device=device, seed=cfg.seed).train()
     test_ds = NVRDataset(cfg.test_data, split=cfg.test_split, num_segments=cfg.num_segments, device=device).eval()
     classes = check_classes(train_ds, test_ds)
     if cfg.input_size is None:
@@ -344,6 +344,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         began = time.perf_counter()
         torch.manual_seed(epoch_seed(cfg, epoch, rank))
         sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                **train_epoch(net, loader, transform, optimizer, scaler, cfg, device, amp,
                              f"epoch {epoch + 1}/{cfg.epochs}", show)}

@@ -13,9 +13,9 @@ from torch.utils.data import DataLoader, DistributedSampler
 from nvrloader import bench, build
 from nvrloader import eval as nvr_eval
 from nvrloader.archive import ArchiveError, open_archive
-from nvrloader.codecs import open_decoder
-from nvrloader.codecs.classical import search_rate
-from nvrloader.codecs.base import CodecError
+from nvrloader.decode import open_decoder
+from nvrloader.rate import RateError, search_rate
+
 from nvrloader.dataset import NVRDataset
 from nvrloader.framestore import FrameStore
 
@@ -110,7 +110,7 @@ def test_search_rate_bisects_a_monotone_curve():
     curve = lambda crf: 10.0 * 2 ** (-crf / 6)  # noqa: E731 - x264's rule of thumb
     crf, got = search_rate(curve, 0.5, 0.0, 51.0, tolerance=0.01)
     assert abs(got / 0.5 - 1) <= 0.01 and 25 < crf < 27
-    with pytest.raises(CodecError, match="above the highest"):
+    with pytest.raises(RateError, match="above the highest"):
         search_rate(curve, 100.0, 0.0, 51.0, tolerance=0.03)
     bits, got = search_rate(lambda b: 2.0 ** b, 100.0, 4.0, 12.0, tolerance=0.01)  # rising curves work too
     assert abs(got / 100 - 1) <= 0.01 and bits == pytest.approx(6.64, abs=0.02)
@@ -125,8 +125,9 @@ def test_dataset_shapes_labels_and_batching(built, monkeypatch):
     assert clip.shape == (8, 3, h, w) and clip.dtype == torch.uint8
     assert label == ds.meta["videos"][ds.video_ids[0]]["label"]
     calls = []
-    real = type(ds.decoder).decode
-    monkeypatch.setattr(type(ds.decoder), "decode", lambda self, req: calls.append(len(req)) or real(self, req))
+    real = type(ds.decoder).get_frames_batch
+    monkeypatch.setattr(type(ds.decoder), "get_frames_batch",
+                        lambda self, req: calls.append(len(req)) or real(self, req))
     clips, labels = next(iter(DataLoader(ds, batch_size=4)))
     assert clips.shape == (4, 8, 3, h, w) and calls == [4]
     assert labels.tolist() == ds.labels[:4]

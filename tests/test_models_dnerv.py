@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nvrloader.models import create_model, model_config
+from nvrloader.models import create_model, model_config, model_family
 from nvrloader.models.dnerv import DNeRV, GTMLP
 from nvrloader.models.registry import count_params
 
@@ -24,7 +24,7 @@ def names(model: torch.nn.Module) -> list[str]:
 
 def test_full_model_has_every_part():
     model = build()
-    assert model.SIDE_INFO == "keyframes"
+    assert model_family(model.MODEL_NAME).side_info == "keyframes"
     assert len(model.flow_heads) == len(model.stages) + 1          # every stage input + the output
     assert all(stage.saf is not None and stage.gtmlp is not None for stage in model.stages)
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from nvrloader.models.hnerv import auto_strides
-from nvrloader.models.registry import count_model_params, count_params, create_model, model_config
+from nvrloader.models.registry import count_model_params, count_params, create_model, model_config, model_family
 from nvrloader.models.wavelet import dwt2, idwt2
 from realframes import load_frames, psnr
 
@@ -66,7 +66,7 @@ def test_tiny_presets_shapes_range_and_side_info(name, size):
     model = create_model(name, size).eval()
     h, w = model.resolution
     assert count_model_params(model) < 1_000_000
-    assert model.SIDE_INFO == "embeddings"
+    assert model_family(model.MODEL_NAME).side_info == "embeddings"
     frames = torch.rand(3, 3, h, w)
     with torch.no_grad():
         emb = model.encode(frames)

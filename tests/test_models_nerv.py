@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from nvrloader.models import create_model, list_models, model_class, model_config
+from nvrloader.models import create_model, list_models, model_class, model_config, model_family
 from nvrloader.models.registry import count_model_params, count_params, solve_width
 
 FAMILY = ["nerv", "enerv", "dnerv"]
@@ -12,7 +12,7 @@ def make_batch(model: torch.nn.Module, batch: int = 2, frames: int = 8) -> dict[
     """A batch following the calling convention, with the side information the model declares."""
     h, w = model.resolution
     out = {"t": torch.rand(batch, frames)}
-    if model.SIDE_INFO == "keyframes":
+    if model_family(model.MODEL_NAME).side_info == "keyframes":
         out["keyframes"] = torch.rand(batch, 2, 3, h, w)
         out["offset"] = torch.arange(frames, dtype=torch.float32).expand(batch, frames)
         out["span"] = torch.tensor([float(frames), 3.0] * batch)[:batch]

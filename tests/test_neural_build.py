@@ -10,7 +10,7 @@ import torch
 from nvrloader import build
 from nvrloader import eval as nvr_eval
 from nvrloader.archive import open_archive
-from nvrloader.codecs import open_decoder
+from nvrloader.decode import open_decoder
 from nvrloader.dataset import NVRDataset
 from nvrloader.framestore import FrameStore
 
@@ -83,7 +83,7 @@ def test_resume_after_interrupted_fit(common, tmp_path):
     assert build.main([*args, "--time-budget", "0"]) == 0
     first = json.loads(out.with_suffix(".json").read_text())
     assert first["stopped_early"] and (tmp_path / "nerv.nvr.ckpt" / "fit.pt").exists()
-    assert build.main([*args, "--resume"]) == 0
+    assert build.main([*args, "--resume", "--keep-checkpoint"]) == 0
     resumed = json.loads(out.with_suffix(".json").read_text())
     assert resumed["epochs"] == 4 and not resumed["stopped_early"]
     # the same build with other options is refused rather than mixed with the old checkpoint
@@ -111,7 +111,7 @@ def test_ddp_build_with_two_gloo_processes(common, tmp_path):
     out = tmp_path / "ddp.nvr"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "nvrloader.build", *common, "--codec", "nerv", "--size", "tiny", "--epochs", "2", "--no-eval",
-           "-o", str(out)]
+           "--keep-checkpoint", "-o", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-2000:]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from nvrloader.metrics import psnr
-from nvrloader.video import (VideoError, decode_bytes, encode_frames, probe, read_video, resize_frames,
-                             write_video)
+from nvrloader.video import VideoError, decode_bytes, probe, read_video, resize_frames
+from nvrloader.video_encode import encode_frames, write_video
 
 
 def indexed_frames(n: int, h: int = 48, w: int = 64) -> np.ndarray:

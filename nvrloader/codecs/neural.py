@@ -2,15 +2,15 @@
 plus the side information its decoder needs (D-NeRV keyframes, HNeRV/SNeRV embeddings).
 
 At a target bpp the keyframe quality (D-NeRV) and the model width are chosen before fitting, and
-the weight quantisation step is tuned after fitting so the archive lands on the target.
+the weight quantisation step is tuned after fitting so the archive lands on the target, counting
+the codec config it will store.
 """
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import hashlib
 import json
 import math
-from collections import OrderedDict
 from typing import Any, Sequence
 
 import numpy as np
@@ -18,68 +18,40 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from nvrloader.archive import Archive, ArchiveWriter
-from nvrloader.codecs.base import Codec, CodecError, Decoder, register_codec
-from nvrloader.codecs.classical import search_rate
-from nvrloader.codecs.layouts import LAYOUTS, ClipLayout, FrameTable, TimeLayout, keyframe_indices, to_float
-from nvrloader.codecs.raw import video_key
+from nvrloader.codecs.base import Codec, CodecError, EncodeJob, register_codec
+from nvrloader.codecs.options import CodecOptions, EmbeddingOptions, KeyframeOptions, NeuralOptions
+from nvrloader.codecs.training import training_for
 from nvrloader.compress import images, quant
+from nvrloader.decode.base import video_key
+from nvrloader.decode.layouts import FrameTable, TimeLayout, keyframe_indices, to_float
+from nvrloader.decode.neural import stored_state
 from nvrloader.fit import FitConfig, fit
 from nvrloader.framestore import FrameStore
 from nvrloader.metrics import psnr
-from nvrloader.models import create_model, model_class, model_config
+from nvrloader.models import create_model, list_models, model_family
 from nvrloader.models.registry import count_model_params
+from nvrloader.rate import RateError, largest_within, search_rate
 
-# Per-family training recipe (REFERENCE.md); every value can be overridden on the command line.
-RECIPES: dict[str, dict[str, Any]] = {
-    "dnerv": {"loss": "mse_ssim", "optimizer": "adamw", "betas": (0.9, 0.999), "lr": 5e-4, "batch_size": 8},
-    "nerv": {"loss": "l1_ssim", "optimizer": "adam", "betas": (0.5, 0.999), "lr": 5e-4, "batch_size": 16},
-    "enerv": {"loss": "l1_ssim", "optimizer": "adam", "betas": (0.5, 0.999), "lr": 5e-4, "batch_size": 16},
-    "hnerv": {"loss": "l1_ssim", "optimizer": "adam", "betas": (0.9, 0.999), "lr": 1e-3, "batch_size": 16},
-    "snerv": {"loss": "l1_ssim", "optimizer": "adam", "betas": (0.9, 0.999), "lr": 1e-3, "batch_size": 16},
-}
+# Options by a family's layout: a new family with an existing layout needs nothing here.
+OPTIONS_BY_LAYOUT: dict[str, type[NeuralOptions]] = {"time": NeuralOptions, "embedding": EmbeddingOptions,
+                                                     "subband": EmbeddingOptions, "clip": KeyframeOptions}
 # Coded bits per weight after 8-bit quantisation and entropy coding, used only to pick a width before
 # fitting; the quantisation step is tuned afterwards on the real bytes.
 BITS_PER_WEIGHT_GUESS = 6.5
+# Coded embedding bits per value relative to the quantisation bits (entropy coding saves ~10%),
+# used only to size the model before the embeddings exist.
+EMBEDDING_CODING_GAIN = 0.9
 WEIGHT_BITS_RANGE = (4.0, 12.0)
+DEFAULT_WEIGHT_BITS = 8.0
+DEFAULT_KEYFRAME_QUALITY = 50
 
 
 def jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(cfg, default=list))
 
 
-def stored_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """What the decoder needs: the state dict without the parameters a paper does not count
-    (HNeRV/SNeRV's encoder, which only made the embeddings)."""
-    counted = {id(p) for p in (model.counted_parameters() if hasattr(model, "counted_parameters")
-                               else model.parameters())}
-    skip = {n for n, p in model.named_parameters() if id(p) not in counted}
-    return {n: t.detach() for n, t in model.state_dict().items() if n not in skip}
-
-
-def load_stored_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    needed = set(stored_state(model))
-    if unexpected or needed & set(missing):
-        raise ValueError(f"stored weights do not fit the model: missing {sorted(needed & set(missing))[:5]}, "
-                         f"unexpected {unexpected[:5]}")
-
-
 def pack_weights(state: dict[str, torch.Tensor], bits: float) -> bytes:
     return quant.pack(quant.quantize_state_dict(state, bits=bits))
-
-
-def pack_images(streams: Sequence[bytes]) -> bytes:
-    """Several image bitstreams in one payload: a uint32 count and lengths, then the streams."""
-    head = np.array([len(streams), *map(len, streams)], dtype="<u4").tobytes()
-    return head + b"".join(streams)
-
-
-def unpack_images(data: bytes) -> list[bytes]:
-    count = int(np.frombuffer(data[:4], dtype="<u4")[0])
-    lengths = np.frombuffer(data[4:4 + 4 * count], dtype="<u4")
-    ends = 4 + 4 * count + np.cumsum(lengths)
-    return [data[e - n:e] for e, n in zip(ends, lengths)]
 
 
 class Keyframes:
@@ -95,49 +67,9 @@ class Keyframes:
                                      leave=False, disable=not progress)):
             frames = store.frames(vid, keyframe_indices(store.num_frames(vid), clip_len))
             streams = [images.encode_image(f, self.codec, self.quality) for f in frames]
-            payloads.append(pack_images(streams))
+            payloads.append(images.pack_streams(streams))
             decoded[i] = np.stack([images.decode_image(s, self.codec) for s in streams])
         return payloads, decoded
-
-
-class NeuralDecoder(Decoder):
-    """Weights dequantised onto the device once; each DataLoader batch is one forward pass."""
-
-    keyframe_cache = 64
-
-    def __init__(self, archive: Archive, device: torch.device, half: bool = False) -> None:
-        super().__init__(archive, device, half)
-        cfg = self.config
-        self.model = model_class(cfg["model"])(**cfg["model_config"]).to(device).eval()
-        load_stored_state(self.model, {k: v.to(device) for k, v in
-                                       quant.unpack(archive.get("model", "weights")).items()})
-        if half:
-            self.model.half()
-        table = FrameTable(tuple(int(v["num_frames"]) for v in self.meta["videos"]))
-        self.layout: TimeLayout = LAYOUTS[cfg["model"]](table, cfg.get("clip_len", 8))
-        self._embeddings: list[torch.Tensor] | None = None
-        self._keyframes: OrderedDict[int, torch.Tensor] = OrderedDict()
-
-    def embeddings(self, video: int) -> torch.Tensor:
-        if self._embeddings is None:
-            allemb = quant.unpack(self.archive.get("embeddings", "all"))["embeddings"].to(self.device)
-            self._embeddings = list(allemb.split(list(self.layout.table.num_frames)))
-        return self._embeddings[video]
-
-    def keyframes(self, video: int) -> torch.Tensor:
-        if video not in self._keyframes:
-            codec = self.config["keyframes"]["codec"]
-            streams = unpack_images(self.archive.get("keyframes", video_key(video)))
-            frames = np.stack([images.decode_image(s, codec) for s in streams])
-            self._keyframes[video] = to_float(frames).to(self.device)
-            if len(self._keyframes) > self.keyframe_cache:
-                self._keyframes.popitem(last=False)
-        self._keyframes.move_to_end(video)
-        return self._keyframes[video]
-
-    @torch.no_grad()
-    def decode(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[torch.Tensor]:
-        return self.layout.decode(self.model, requests, self.device, self)
 
 
 class _FloatSide:
@@ -156,132 +88,131 @@ class _FloatSide:
 
 @register_codec
 class NeuralCodec(Codec):
-    names = tuple(RECIPES)
-    decoder = NeuralDecoder
+    names = tuple(list_models())
     distributed = True
 
     @classmethod
-    def add_arguments(cls, group: argparse._ArgumentGroup) -> None:
-        group.add_argument("--size", help="model preset: tiny | S | M | L (default tiny; ignored with --target-bpp "
-                           "except for the architecture)")
-        group.add_argument("--params", type=int, help="size the model to this many parameters")
-        group.add_argument("--epochs", type=int, help="training epochs (default 100)")
-        group.add_argument("--batch-size", type=int, help="clips (D-NeRV) or frames per step")
-        group.add_argument("--lr", type=float, help="peak learning rate")
-        group.add_argument("--loss", choices=("l1_ssim", "mse_ssim", "mse", "l1"), help="training loss")
-        group.add_argument("--time-budget", type=float, help="stop fitting after this many seconds, still "
-                           "writing an archive")
-        group.add_argument("--checkpoint-every", type=float, help="seconds between fit checkpoints (default 600)")
-        group.add_argument("--num-workers", type=int, help="DataLoader workers feeding the fit")
-        group.add_argument("--weight-bits", type=float, help="weight quantisation bits (default 8)")
-        group.add_argument("--embedding-bits", type=int, help="HNeRV/SNeRV embedding bits (default 6)")
-        group.add_argument("--prune", type=float, help="global magnitude pruning ratio before quantisation (NeRV)")
-        group.add_argument("--keyframe-codec", choices=images.CODECS, help="D-NeRV keyframe codec (default avif)")
-        group.add_argument("--keyframe-quality", type=int, help="D-NeRV keyframe quality (default 50)")
-        group.add_argument("--keyframe-share", type=float, help="share of a --target-bpp budget given to "
-                           "D-NeRV keyframes (default 0.75, as in the paper)")
-        group.add_argument("--clip-len", type=int, help="D-NeRV clip length (default 8)")
+    def options_class(cls, name: str) -> type[CodecOptions]:
+        return OPTIONS_BY_LAYOUT[model_family(name).layout]
 
-    def _fit_config(self, options: dict[str, Any]) -> FitConfig:
-        recipe = dict(RECIPES[self.name])
-        for key in ("epochs", "batch_size", "lr", "loss", "time_budget", "checkpoint_every", "num_workers"):
-            if options.get(key) is not None:
-                recipe[key] = options[key]
-        return FitConfig(**recipe, checkpoint_dir=options.get("checkpoint_dir"),
-                         resume=bool(options.get("resume")), progress=options.get("progress", True))
+    def _fit_config(self, job: EncodeJob) -> FitConfig:
+        opts: NeuralOptions = job.options
+        recipe = dict(model_family(self.name).recipe)
+        for key in ("batch_size", "lr", "loss"):
+            if getattr(opts, key) is not None:
+                recipe[key] = getattr(opts, key)
+        return FitConfig(**recipe, epochs=opts.epochs, time_budget=opts.time_budget,
+                         checkpoint_every=opts.checkpoint_every, num_workers=opts.num_workers, seed=opts.seed,
+                         checkpoint_dir=job.checkpoint_dir, resume=job.resume, progress=job.progress)
 
-    def encode(self, store: FrameStore, video_ids: list[int], writer: ArchiveWriter | None,
-               options: dict[str, Any], device: torch.device, meta_bytes: int) -> dict[str, Any]:
-        clip_len = options.get("clip_len") or 8
+    def encode(self, job: EncodeJob) -> dict[str, Any]:
+        opts: NeuralOptions = job.options
+        store, video_ids, budget = job.store, job.video_ids, job.budget
+        family = model_family(self.name)
+        clip_len = opts.clip_len if isinstance(opts, KeyframeOptions) else 8
         table = FrameTable(tuple(store.num_frames(v) for v in video_ids))
-        layout = LAYOUTS[self.name](table, clip_len)
-        pixels = table.total * store.height * store.width
-        target_bytes = options["target_bpp"] * pixels / 8 if options.get("target_bpp") else None
+        training = training_for(family.layout, table, clip_len)
+        target_bytes = budget.target_bytes
         resolution = (store.height, store.width)
-        extra = {"clip_len": clip_len} if self.name == "dnerv" else {}
-        arch = model_config(self.name, options.get("size"), resolution, **extra)
+        extra = {"clip_len": clip_len} if isinstance(opts, KeyframeOptions) else {}
 
         # 1. keyframes first: their decoded (lossy) pixels are the D-NeRV model's training input
         keyframe_payloads: list[bytes] = []
         lossy: dict[int, np.ndarray] = {}
         kf_cfg: dict[str, Any] = {}
-        if isinstance(layout, ClipLayout):
-            kf_codec = options.get("keyframe_codec") or "avif"
-            quality = options.get("keyframe_quality")
+        if isinstance(opts, KeyframeOptions):
+            quality = opts.keyframe_quality
             if target_bytes is not None and quality is None:
-                quality = self._keyframe_quality(store, video_ids, clip_len, kf_codec,
-                                                 (options.get("keyframe_share") or 0.75) * target_bytes)
-            keyframes = Keyframes(kf_codec, quality if quality is not None else 50)
-            keyframe_payloads, lossy = keyframes.encode(store, video_ids, clip_len)
-            kf_cfg = {"codec": kf_codec, "quality": keyframes.quality}
+                quality = self._keyframe_quality(job, opts.keyframe_share * target_bytes)
+            keyframes = Keyframes(opts.keyframe_codec, DEFAULT_KEYFRAME_QUALITY if quality is None else quality)
+            keyframe_payloads, lossy = keyframes.encode(store, video_ids, clip_len, job.progress)
+            kf_cfg = {"codec": keyframes.codec, "quality": keyframes.quality}
         side_bytes = sum(map(len, keyframe_payloads))
 
         # 2. the model, sized to what the budget leaves
-        emb_bits = options.get("embedding_bits") or 6
-        params = options.get("params")
+        emb_bits = opts.embedding_bits if isinstance(opts, EmbeddingOptions) else None
+
+        def config(model_cfg: dict[str, Any], bits: float) -> dict[str, Any]:
+            return {"model": self.name, "model_config": model_cfg, "clip_len": clip_len,
+                    "weights": {"bits": round(bits, 3), "prune": opts.prune},
+                    "embeddings": {"bits": emb_bits} if emb_bits is not None else None,
+                    "keyframes": kf_cfg or None}
+
+        params = opts.params
         if target_bytes is not None and params is None:
-            budget = target_bytes - side_bytes - meta_bytes - 1024  # 1 KiB for the codec config in meta
-            if layout.side_info == "embeddings":
-                with torch.device("meta"):
-                    probe = model_class(self.name)(**arch)
-                budget -= table.total * math.prod(probe.embedding_shape) * emb_bits * 0.9 / 8
-            if budget <= 0:
-                raise CodecError(f"target {options['target_bpp']:.4g} bpp leaves no room for a model: side "
-                                 f"information alone takes {8 * (side_bytes + meta_bytes) / pixels:.4g} bpp")
-            params = int(budget * 8 / BITS_PER_WEIGHT_GUESS)
-        torch.manual_seed(options.get("seed") or 0)
+            with torch.device("meta"):
+                probe = create_model(self.name, opts.size, resolution, **extra)
+            params = self._params_for(job, side_bytes, config(jsonable(probe.config), DEFAULT_WEIGHT_BITS), probe,
+                                      emb_bits, table.total)
+        torch.manual_seed(opts.seed)
         try:
-            model = create_model(self.name, options.get("size"), resolution, params=params, **extra)
+            model = create_model(self.name, opts.size, resolution, params=params, **extra)
         except ValueError as err:
             if target_bytes is None:
                 raise
-            raise CodecError(f"target {options['target_bpp']:.4g} bpp leaves room for about {params} weights, "
-                             f"and {err}; raise --target-bpp"
-                             + (" or lower --keyframe-share" if isinstance(layout, ClipLayout) else "")) from None
+            raise CodecError(f"target {budget.target_bpp:.4g} bpp leaves room for about {params} weights, "
+                             f"and {err}; raise the target bpp"
+                             + (" or lower keyframe_share" if isinstance(opts, KeyframeOptions) else "")) from None
         cfg = jsonable(model.config)
 
         # 3. fit
-        fit_cfg = self._fit_config(options)
+        fit_cfg = self._fit_config(job)
         fingerprint = {"codec": self.name, "videos": self._dataset_id(store, video_ids), "model": cfg,
                        "keyframes": kf_cfg, "fit": {k: str(v) for k, v in vars(fit_cfg).items()
                                                     if k not in ("resume", "progress", "time_budget",
                                                                  "checkpoint_dir", "num_workers")}}
-        result = fit(layout.trainable(model), layout.train_items(store, video_ids, lossy), layout.forward,
-                     fit_cfg, device, fingerprint)
-        model = layout.fitted(result.model).eval()
-        if writer is None:  # a DDP rank other than 0: the fit was the shared work
+        result = fit(training.trainable(model), training.items(store, video_ids, lossy), training.forward,
+                     fit_cfg, job.device, fingerprint)
+        model = training.fitted(result.model).eval()
+        if job.writer is None:  # a DDP rank other than 0: the fit was the shared work
             return {}
 
         # 4. side information and weights, as the decoder will read them
         embeddings = None
-        if layout.side_info == "embeddings":
-            embeddings, emb_payload = self._embeddings(model, store, video_ids, emb_bits, device)
-            writer.put("embeddings", "all", emb_payload)
+        if emb_bits is not None:
+            embeddings, emb_payload = self._embeddings(model, store, video_ids, emb_bits, job.device)
+            job.writer.put("embeddings", "all", emb_payload)
             side_bytes += len(emb_payload)
         for i, payload in enumerate(keyframe_payloads):
-            writer.put("keyframes", video_key(i), payload)
-        float_psnr = self._psnr(model, layout, store, video_ids, _FloatSide(lossy, embeddings, device), device)
-        if options.get("prune"):
-            quant.prune_(model, options["prune"])
+            job.writer.put("keyframes", video_key(i), payload)
+        float_psnr = self._psnr(model, training.layout, store, video_ids, _FloatSide(lossy, embeddings, job.device),
+                                job.device)
+        if opts.prune:
+            quant.prune_(model, opts.prune)
         state = stored_state(model)
-        bits = options.get("weight_bits") or 8.0
-        if target_bytes is not None and options.get("weight_bits") is None:
+
+        bits = DEFAULT_WEIGHT_BITS if opts.weight_bits is None else opts.weight_bits
+        if target_bytes is not None and opts.weight_bits is None:
             def measure(b: float) -> float:
-                return (len(pack_weights(state, b)) + side_bytes + meta_bytes) * 8 / pixels
+                return budget.bpp(len(pack_weights(state, round(b, 3))) + side_bytes, config(cfg, b))
             try:
-                bits, _ = search_rate(measure, options["target_bpp"], *WEIGHT_BITS_RANGE, tolerance=0.02)
-            except CodecError as err:
-                raise CodecError(f"{self.name}: after fitting, {err}; adjust --keyframe-share or --params") from None
-        weights = pack_weights(state, bits)
-        writer.put("model", "weights", weights)
-        return {"model": self.name, "model_config": cfg, "clip_len": clip_len,
-                "weights": {"bits": round(bits, 3), "prune": options.get("prune") or 0.0},
-                "embeddings": {"bits": emb_bits} if embeddings is not None else None,
-                "keyframes": kf_cfg or None,
+                bits, _ = search_rate(measure, budget.target_bpp, *WEIGHT_BITS_RANGE, tolerance=0.02)
+            except RateError as err:
+                raise CodecError(f"{self.name}: after fitting, {err}; adjust keyframe_share or params") from None
+            bits = round(bits, 3)
+        job.writer.put("model", "weights", pack_weights(state, bits))
+        return {**config(cfg, bits),
                 "report": {"params": count_model_params(model), "train_seconds": round(result.seconds, 1),
-                           "epochs": result.epochs_done, "stopped_early": result.stopped_early,
+                           "epochs": result.epochs_done, "steps": result.steps, "stopped_early": result.stopped_early,
                            "psnr_before_quantisation": float_psnr, "fit_psnr": result.psnr,
-                           "fit": {k: str(v) for k, v in vars(fit_cfg).items()}}}
+                           "fit": jsonable({k: v for k, v in dataclasses.asdict(fit_cfg).items()
+                                            if k not in ("checkpoint_dir", "resume", "progress")})}}
+
+    def _params_for(self, job: EncodeJob, side_bytes: int, stored_config: dict[str, Any],
+                    probe: nn.Module, emb_bits: int | None, num_frames: int) -> int:
+        """Weights the budget leaves once side information and the stored meta are counted.
+
+        ``stored_config`` is the config the archive will hold, with the preset's model config in
+        place of the final one (the same keys; only width values change)."""
+        budget = job.budget
+        meta_bytes = budget.meta_bytes(stored_config)
+        room = budget.target_bytes - side_bytes - meta_bytes
+        if emb_bits is not None:
+            room -= num_frames * math.prod(probe.embedding_shape) * emb_bits * EMBEDDING_CODING_GAIN / 8
+        if room <= 0:
+            raise CodecError(f"target {budget.target_bpp:.4g} bpp leaves no room for a model: side information "
+                             f"and meta alone take {8 * (side_bytes + meta_bytes) / budget.pixels:.4g} bpp")
+        return int(room * 8 / BITS_PER_WEIGHT_GUESS)
 
     @staticmethod
     def _dataset_id(store: FrameStore, video_ids: Sequence[int]) -> str:
@@ -289,21 +220,19 @@ class NeuralCodec(Codec):
         key = f"{store.height}x{store.width}@{store.fps}|" + "|".join(names)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    def _keyframe_quality(self, store: FrameStore, video_ids: Sequence[int], clip_len: int, codec: str,
-                          budget: float) -> int:
-        """Highest keyframe quality whose bytes fit ``budget`` (bisection; quality is monotone in size)."""
-        lo, hi = images.QUALITY_RANGE[codec]
+    def _keyframe_quality(self, job: EncodeJob, budget: float) -> int:
+        """Highest keyframe quality whose bytes fit ``budget`` (quality is monotone in size)."""
+        opts: KeyframeOptions = job.options
+        lo, hi = images.QUALITY_RANGE[opts.keyframe_codec]
 
         def size(q: int) -> int:
-            return sum(map(len, Keyframes(codec, q).encode(store, video_ids, clip_len, progress=False)[0]))
-
-        if size(lo) > budget:
-            raise CodecError(f"even the lowest {codec} keyframe quality ({lo}) exceeds the keyframe budget of "
-                             f"{budget:.0f} bytes; raise --target-bpp or --keyframe-share")
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            lo, hi = (mid, hi) if size(mid) <= budget else (lo, mid)
-        return hi if size(hi) <= budget else lo
+            return sum(map(len, Keyframes(opts.keyframe_codec, q).encode(job.store, job.video_ids, opts.clip_len,
+                                                                          progress=False)[0]))
+        try:
+            return largest_within(size, budget, lo, hi)
+        except RateError as err:
+            raise CodecError(f"{opts.keyframe_codec} keyframes: {err}; raise the target bpp or keyframe_share") \
+                from None
 
     @torch.no_grad()
     def _embeddings(self, model: nn.Module, store: FrameStore, video_ids: Sequence[int], bits: int,

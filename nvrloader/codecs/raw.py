@@ -3,32 +3,24 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
-from nvrloader.archive import ArchiveWriter
-from nvrloader.codecs.base import Codec, WholeVideoDecoder, register_codec
-from nvrloader.framestore import FrameStore
-
-
-def video_key(video: int) -> str:
-    """Payload name of archive video ``video`` (zero-padded so names sort in video order)."""
-    return f"{video:06d}"
-
-
-class RawDecoder(WholeVideoDecoder):
-    def decode_video(self, video: int) -> np.ndarray:
-        return self.archive.get("frames", video_key(video))
+from nvrloader.codecs.base import Codec, EncodeJob, register_codec
+from nvrloader.codecs.options import CodecOptions, RawOptions
+from nvrloader.decode.base import video_key
 
 
 @register_codec
 class RawCodec(Codec):
     names = ("raw",)
-    decoder = RawDecoder
+    rate_controlled = False
 
-    def encode(self, store: FrameStore, video_ids: list[int], writer: ArchiveWriter,
-               options: dict[str, Any], device: torch.device, meta_bytes: int) -> dict[str, Any]:
-        for i, vid in enumerate(tqdm(video_ids, desc="raw: storing frames", unit="video")):
-            writer.put("frames", video_key(i), store.frames(vid))
+    @classmethod
+    def options_class(cls, name: str) -> type[CodecOptions]:
+        return RawOptions
+
+    def encode(self, job: EncodeJob) -> dict[str, Any]:
+        for i, vid in enumerate(tqdm(job.video_ids, desc="raw: storing frames", unit="video",
+                                     disable=not job.progress)):
+            job.writer.put("frames", video_key(i), job.store.frames(vid))
         return {}

@@ -142,3 +142,17 @@ def decode_images(blobs: list[bytes], codec: str) -> np.ndarray:
     if not frames:
         raise ValueError("decode_images needs at least one image")
     return np.stack(frames)
+
+
+def pack_streams(streams: list[bytes]) -> bytes:
+    """Several image bitstreams in one payload: a uint32 count and lengths, then the streams."""
+    head = np.array([len(streams), *map(len, streams)], dtype="<u4").tobytes()
+    return head + b"".join(streams)
+
+
+def unpack_streams(data: bytes) -> list[bytes]:
+    """Inverse of :func:`pack_streams`."""
+    count = int(np.frombuffer(data[:4], dtype="<u4")[0])
+    lengths = np.frombuffer(data[4:4 + 4 * count], dtype="<u4")
+    ends = 4 + 4 * count + np.cumsum(lengths)
+    return [data[e - n:e] for e, n in zip(ends, lengths)]

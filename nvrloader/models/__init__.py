@@ -4,7 +4,7 @@ Importing this package registers every model family (the imports below are for t
 """
 from nvrloader.models import dnerv, enerv, hnerv, nerv, snerv  # noqa: F401  (registration)
 from nvrloader.models.registry import (count_model_params, count_params, create_model, list_models, model_class,
-                                       model_config, register_model, solve_width)
+                                       model_config, model_family, register_model, solve_width)
 
 __all__ = ["count_model_params", "count_params", "create_model", "list_models", "model_class", "model_config",
-           "register_model", "solve_width"]
+           "model_family", "register_model", "solve_width"]

@@ -106,7 +106,8 @@ class DNeRVStage(nn.Module):
         return x
 
 
-@register_model("dnerv")
+@register_model("dnerv", layout="clip",
+                recipe=dict(loss="mse_ssim", optimizer="adamw", betas=(0.9, 0.999), lr=5e-4, batch_size=8))
 class DNeRV(nn.Module):
     # S/M/L: the paper's UCF101 models (21.4M / 38.9M / 61.3M); tiny*: CPU-sized.
     PRESETS = {
@@ -120,7 +121,6 @@ class DNeRV(nn.Module):
     }
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"
-    SIDE_INFO = "keyframes"
 
     def __init__(self, resolution: Sequence[int] = (256, 320), fc_dim: int = 198,
                  strides: Sequence[int] = (4, 2, 2, 2, 2), expansion: float = 2.0, lower_width: int = 32,

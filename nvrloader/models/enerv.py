@@ -41,7 +41,8 @@ class TransformerBlock(nn.Module):
         return x + self.ffn(x)
 
 
-@register_model("enerv")
+@register_model("enerv", layout="time",
+                recipe=dict(loss="l1_ssim", optimizer="adam", betas=(0.5, 0.999), lr=5e-4, batch_size=16))
 class ENeRV(nn.Module):
     # "L" is the paper's 12.49M model for 720p (the size class of NeRV-L); "S"/"M" sit on the same
     # ladder as NeRV's presets (3.2M / 6.3M) at 256x320.
@@ -59,7 +60,6 @@ class ENeRV(nn.Module):
     }
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"
-    SIDE_INFO = "none"
 
     def __init__(self, resolution: Sequence[int] = (64, 80), fc_dim: int = 32, strides: Sequence[int] = (4, 2, 2),
                  expansion: float = 3.0, reduction: float | str = 2, lower_width: int = 16, block_dim: int = 256,

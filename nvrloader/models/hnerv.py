@@ -130,7 +130,8 @@ def check_tensor(model: str, what: str, x: torch.Tensor, shape: Sequence[int | N
         raise ValueError(f"{model}: {what} must have shape {expected}, got {list(x.shape)}")
 
 
-@register_model("hnerv")
+@register_model("hnerv", layout="embedding",
+                recipe=dict(loss="l1_ssim", optimizer="adam", betas=(0.9, 0.999), lr=1e-3, batch_size=16))
 class HNeRV(nn.Module):
     """HNeRV: ``encode(frames [N,3,H,W]) -> [N,C,h,w]``; ``model({"embedding": [B,T,C,h,w]}) -> [B,T,3,H,W]``.
 
@@ -149,7 +150,6 @@ class HNeRV(nn.Module):
     }
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"
-    SIDE_INFO = "embeddings"
 
     def __init__(self, resolution: Sequence[int] = (640, 1280), fc_dim: int = 68,
                  strides: Sequence[int] | None = None, embed_ch: int = 16, enc_dim: int = 64,

@@ -16,7 +16,8 @@ from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, initial_grid
 from nvrloader.models.registry import register_model
 
 
-@register_model("nerv")
+@register_model("nerv", layout="time",
+                recipe=dict(loss="l1_ssim", optimizer="adam", betas=(0.5, 0.999), lr=5e-4, batch_size=16))
 class NeRV(nn.Module):
     # Paper ladder: NeRV-S/M/L are 3.2M / 6.3M / 12.57M; "L" is NeRV-L on 720p Bunny exactly
     # (the E-NeRV authors' config). "ucf-*" are the D-NeRV paper's UCF101 NeRV baselines
@@ -41,7 +42,6 @@ class NeRV(nn.Module):
     }
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"
-    SIDE_INFO = "none"
 
     def __init__(self, resolution: Sequence[int] = (64, 80), fc_dim: int = 32, strides: Sequence[int] = (4, 2, 2),
                  expansion: float = 1.0, reduction: float | str = 2, lower_width: int = 16, stem_dim: int = 512,

@@ -1,10 +1,11 @@
-"""One registry for every model, timm-style: presets are plain data, `create_model` builds them.
+"""One registry for every model family, timm-style: presets are plain data, `create_model` builds them.
 
-A model class registers itself with `@register_model("name")` and carries:
+A model class registers itself with `@register_model("name", layout=..., recipe=...)`: that one
+entry is the whole family (model class, presets, training recipe, time layout and side information),
+and the codec of the same name derives from it. The class carries:
   - ``PRESETS``: ``{size: {kwarg: value}}``, plain data (``resolution`` may be part of a preset);
   - ``WIDTH_KEY``: the constructor argument that sets the width (``fc_dim`` or equivalent), solved
     for when a parameter budget is asked for;
-  - ``SIDE_INFO``: what its decoder needs besides the weights ("none", "keyframes", "embeddings");
   - optionally ``FINE_WIDTH_KEY``: a second, finer-grained width (e.g. the stem MLP's hidden size)
     used to close the gap when one step of ``WIDTH_KEY`` is coarser than the tolerance, as happens
     for small budgets.
@@ -12,36 +13,67 @@ Each class validates its own resolution (a ValueError naming the valid ones).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
 
-_MODELS: dict[str, type[nn.Module]] = {}
+# How a family sees time, and what its decoder reads besides the weights.
+LAYOUT_SIDE_INFO = {"time": "none", "embedding": "embeddings", "subband": "embeddings", "clip": "keyframes"}
 
 
-def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+@dataclass(frozen=True)
+class ModelFamily:
+    """Everything the codec, the fit and the decoder need to know about one model family."""
+
+    name: str
+    model: type[nn.Module]
+    layout: str                      # a key of LAYOUT_SIDE_INFO
+    recipe: Mapping[str, Any] = field(default_factory=dict)  # FitConfig values from the family's paper
+
+    @property
+    def presets(self) -> Mapping[str, dict[str, Any]]:
+        return self.model.PRESETS
+
+    @property
+    def side_info(self) -> str:
+        return LAYOUT_SIDE_INFO[self.layout]
+
+
+_FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_model(name: str, *, layout: str,
+                   recipe: Mapping[str, Any]) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Class decorator adding a model family to the registry under ``name``."""
+    if layout not in LAYOUT_SIDE_INFO:
+        raise ValueError(f"model {name!r}: layout must be one of {', '.join(LAYOUT_SIDE_INFO)}, got {layout!r}")
 
     def wrap(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in _MODELS:
+        if name in _FAMILIES:
             raise ValueError(f"model {name!r} is registered twice")
         cls.MODEL_NAME = name
-        _MODELS[name] = cls
+        _FAMILIES[name] = ModelFamily(name, cls, layout, MappingProxyType(dict(recipe)))
         return cls
 
     return wrap
 
 
 def list_models() -> list[str]:
-    return sorted(_MODELS)
+    return sorted(_FAMILIES)
+
+
+def model_family(name: str) -> ModelFamily:
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
 
 
 def model_class(name: str) -> type[nn.Module]:
-    try:
-        return _MODELS[name]
-    except KeyError:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(list_models())}") from None
+    return model_family(name).model
 
 
 def model_config(name: str, size: str | None = None, resolution: tuple[int, int] | None = None,

@@ -70,7 +70,8 @@ def hf_block(ch: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(ch, ch, 1), nn.LeakyReLU(0.1), nn.Conv2d(ch, 3, 3, padding=1))
 
 
-@register_model("snerv")
+@register_model("snerv", layout="subband",
+                recipe=dict(loss="l1_ssim", optimizer="adam", betas=(0.9, 0.999), lr=1e-3, batch_size=16))
 class SNeRV(nn.Module):
     """SNeRV: ``encode(frames [N,3,H,W]) -> [N,C,h,w]`` (from LL); ``model({"embedding": [B,T,C,h,w]})
     -> [B,T,3,H,W]``; ``model(batch, return_subbands=True) -> SNeRVOutput``."""
@@ -86,7 +87,6 @@ class SNeRV(nn.Module):
     }
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"  # see hnerv.py
-    SIDE_INFO = "embeddings"
 
     def __init__(self, resolution: Sequence[int] = (640, 1280), fc_dim: int = 111,
                  strides: Sequence[int] | None = None, embed_ch: int = 16, enc_dim: int = 64,

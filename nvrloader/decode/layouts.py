@@ -1,10 +1,11 @@
-"""How each neural family sees a dataset: what it trains on, and how a batch of requests is decoded.
+"""How each neural family maps a request (video, frame indices) to model inputs, and decodes a batch of them.
 
-Three layouts cover the five models:
+Three layouts cover the five models (SNeRV decodes as HNeRV; only its training differs):
   - ``time``: NeRV / E-NeRV map the global frame index (all videos concatenated) to a frame;
   - ``embedding``: HNeRV / SNeRV decode a small per-frame embedding made by their encoder at build time;
   - ``clip``: D-NeRV decodes whole 8-frame clips from per-video time and the clip's two keyframes.
-Training and decoding share the same batch construction, so what was fitted is what is decoded.
+Training (`nvrloader.codecs.training`) builds its batches with the same methods, so what was fitted
+is what is decoded; this module itself imports nothing from training.
 """
 from __future__ import annotations
 
@@ -14,12 +15,6 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
-
-from nvrloader.fit import FitOutput
-from nvrloader.framestore import FrameStore
-from nvrloader.models.snerv import LL_SCALE
-from nvrloader.models.wavelet import dwt2
 
 
 def to_float(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -64,21 +59,6 @@ class FrameTable:
         return torch.as_tensor(np.asarray(frames) / max(1, self.num_frames[video] - 1), dtype=torch.float32)
 
 
-class FrameItems(Dataset):
-    """Every frame of the dataset, one training item each (time and embedding layouts)."""
-
-    def __init__(self, store: FrameStore, video_ids: Sequence[int], table: FrameTable) -> None:
-        self.store, self.video_ids, self.table = store, list(video_ids), table
-
-    def __len__(self) -> int:
-        return self.table.total
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        video, frame = self.table.locate(index)
-        pixels = self.store.frames(self.video_ids[video], np.array([frame]))
-        return {"t": self.table.global_time(video, np.array([frame])), "frames": to_float(pixels)}
-
-
 class SideInfo(Protocol):
     """What a decoder reads besides the weights (each codec's decoder provides the parts it stores)."""
 
@@ -98,20 +78,6 @@ class TimeLayout:
         self.table = table
         self.clip_len = clip_len
 
-    def train_items(self, store: FrameStore, video_ids: Sequence[int], keyframes: dict | None = None) -> Dataset:
-        return FrameItems(store, video_ids, self.table)
-
-    def trainable(self, model: nn.Module) -> nn.Module:
-        """The module the fit loop optimises (and DDP wraps)."""
-        return model
-
-    def fitted(self, trained: nn.Module) -> nn.Module:
-        """The decoder model inside what :meth:`trainable` returned."""
-        return trained
-
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> FitOutput:
-        return FitOutput(model({"t": batch["t"]}), batch["frames"])
-
     def decode(self, model: nn.Module, requests: Sequence[tuple[int, np.ndarray]], device: torch.device,
                side: SideInfo) -> list[torch.Tensor]:
         t = torch.cat([self.table.global_time(v, idx) for v, idx in requests]).to(device, param_dtype(model))
@@ -119,32 +85,10 @@ class TimeLayout:
         return list(frames.split([len(idx) for _, idx in requests]))
 
 
-class Autoencoder(nn.Module):
-    """HNeRV/SNeRV's encoder and decoder as one module, so DDP sees (and syncs) both in one forward."""
-
-    def __init__(self, model: nn.Module, subbands: bool) -> None:
-        super().__init__()
-        self.model, self.subbands = model, subbands
-
-    def forward(self, frames: torch.Tensor) -> Any:
-        emb = self.model.encode(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
-        return self.model({"embedding": emb}, **({"return_subbands": True} if self.subbands else {}))
-
-
 class EmbeddingLayout(TimeLayout):
     """HNeRV / SNeRV: the encoder runs inside training; the decoder reads stored embeddings."""
 
     side_info = "embeddings"
-    subbands = False
-
-    def trainable(self, model: nn.Module) -> nn.Module:
-        return Autoencoder(model, self.subbands)
-
-    def fitted(self, trained: nn.Module) -> nn.Module:
-        return trained.model
-
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> FitOutput:
-        return FitOutput(model(batch["frames"]), batch["frames"])
 
     def decode(self, model: nn.Module, requests: Sequence[tuple[int, np.ndarray]], device: torch.device,
                side: SideInfo) -> list[torch.Tensor]:
@@ -153,43 +97,10 @@ class EmbeddingLayout(TimeLayout):
         return list(frames.split([len(idx) for _, idx in requests]))
 
 
-class SubbandLayout(EmbeddingLayout):
-    """SNeRV: as HNeRV, with the paper's extra losses on the LL and high-frequency sub-bands."""
-
-    subbands = True
-
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> FitOutput:
-        frames = batch["frames"]
-        out = model(frames)
-        ll, highs = dwt2(frames)
-        return FitOutput(out.frames, frames, aux=[(out.ll / LL_SCALE, ll / LL_SCALE), (out.highs, highs)])
-
-
 def keyframe_indices(num_frames: int, clip_len: int) -> np.ndarray:
     """Clip k spans frames clip_len*k .. clip_len*k + clip_len - 1; its keyframes are its first frame and
     the next clip's first (capped at the last frame), so neighbouring clips share one."""
     return np.unique(np.append(np.arange(0, num_frames, clip_len), num_frames - 1))
-
-
-class ClipItems(Dataset):
-    """Every clip of the dataset with its (lossy, as decoded) keyframes: D-NeRV's training items."""
-
-    def __init__(self, layout: "ClipLayout", store: FrameStore, video_ids: Sequence[int],
-                 keyframes: dict[int, np.ndarray]) -> None:
-        self.layout, self.store, self.video_ids, self.keyframes = layout, store, list(video_ids), keyframes
-        self.clips = [(v, k) for v, n in enumerate(layout.table.num_frames) for k in range(layout.num_clips(n))]
-
-    def __len__(self) -> int:
-        return len(self.clips)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        video, clip = self.clips[index]
-        n = self.layout.table.num_frames[video]
-        frames, mask = self.layout.clip_frames(n, clip)
-        item = self.layout.clip_inputs(video, clip, to_float(self.keyframes[video]))
-        item["frames"] = to_float(self.store.frames(self.video_ids[video], frames))
-        item["mask"] = torch.as_tensor(mask)
-        return item
 
 
 class ClipLayout(TimeLayout):
@@ -218,13 +129,6 @@ class ClipLayout(TimeLayout):
                 "span": torch.tensor(float(max(1, end - start))),
                 "keyframes": keyframes[torch.as_tensor(pick)]}
 
-    def train_items(self, store: FrameStore, video_ids: Sequence[int], keyframes: dict | None = None) -> Dataset:
-        return ClipItems(self, store, video_ids, keyframes or {})
-
-    def forward(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> FitOutput:
-        inputs = {k: batch[k] for k in ("t", "offset", "span", "keyframes")}
-        return FitOutput(model(inputs), batch["frames"], mask=batch["mask"])
-
     def decode(self, model: nn.Module, requests: Sequence[tuple[int, np.ndarray]], device: torch.device,
                side: SideInfo) -> list[torch.Tensor]:
         needed = sorted({(int(v), int(f) // self.clip_len) for v, idx in requests for f in np.asarray(idx)})
@@ -241,5 +145,6 @@ class ClipLayout(TimeLayout):
         return out
 
 
-LAYOUTS: dict[str, type[TimeLayout]] = {"nerv": TimeLayout, "enerv": TimeLayout, "hnerv": EmbeddingLayout,
-                                        "snerv": SubbandLayout, "dnerv": ClipLayout}
+# by a model family's layout name (``ModelFamily.layout``); SNeRV decodes as HNeRV does
+LAYOUTS: dict[str, type[TimeLayout]] = {"time": TimeLayout, "embedding": EmbeddingLayout,
+                                        "subband": EmbeddingLayout, "clip": ClipLayout}
