@@ -1,4 +1,4 @@
-"""`python -m nvrloader.eval ARCHIVE --reference SRC`: decode everything, score it against the source frames.
+"""`python -m nvrloader.eval ARCHIVE [--reference SRC]`: decode everything, score it against the source frames.
 
 Quality is measured on what a user of the archive gets (the decoder's uint8 output) against the
 frame store the archive was built from; bpp comes from the archive's own payload bytes.
@@ -20,20 +20,21 @@ from nvrloader.decode import open_decoder
 from nvrloader.device import resolve_device
 from nvrloader.framestore import FrameStore, open_or_build_framestore
 from nvrloader.metrics import bpp, ms_ssim, psnr
+from nvrloader.rate import byte_split
 from nvrloader.reporting import default_cache_dir, to_json, write_json
 
-PAYLOAD_FIELDS = ("model", "keyframes", "embeddings", "streams", "frames", "meta")
+PAYLOAD_FIELDS = ("model", "keyframes", "embeddings", "streams", "frames", "meta", "config")
 
 
 def size_report(archive: Archive) -> dict[str, Any]:
-    """Bytes per payload group and bpp, from the archive's real bytes."""
+    """Bytes per part (meta and codec config apart) and bpp, from the archive's real bytes."""
     meta = archive.meta
-    groups = archive.payload_bytes()
+    parts = byte_split(archive)
     num_frames = sum(int(v["num_frames"]) for v in meta["videos"])
-    total = sum(groups.values())
+    total = sum(parts.values())
     report = {"codec": archive.codec, "num_videos": len(meta["videos"]), "num_frames": num_frames,
               "height": meta["height"], "width": meta["width"], "fps": meta["fps"], "bytes_total": total}
-    report.update({f"bytes_{g}": int(groups.get(g, 0)) for g in PAYLOAD_FIELDS})
+    report.update({f"bytes_{g}": int(parts.get(g, 0)) for g in PAYLOAD_FIELDS})
     report["bpp"] = bpp(total, meta["height"], meta["width"], num_frames)
     return report
 
@@ -67,8 +68,14 @@ def quality_report(archive: Archive, store: FrameStore, device: torch.device,
     return {"psnr": float(np.mean(frame_psnr)), "ms_ssim": float(np.mean(frame_msssim)), "per_video": per_video}
 
 
-def reference_store(archive: Archive, reference: str | os.PathLike, cache_dir: Path) -> FrameStore:
-    """A frame store file, or the source folder turned into one at the archive's fps/resolution."""
+def reference_store(archive: Archive, reference: str | os.PathLike | None, cache_dir: Path) -> FrameStore:
+    """A frame store file, or the source folder turned into one at the archive's fps/resolution
+    (default: the source folder the archive records)."""
+    if reference is None:
+        reference = archive.meta.get("source")
+        if not reference or not Path(reference).is_dir():
+            raise ArchiveError(f"{archive.path}: the source it was built from ({reference!r}) is not here; "
+                               "give the reference folder or frame store")
     ref = Path(reference)
     if ref.is_file():
         return FrameStore(ref)
@@ -87,9 +94,10 @@ def evaluate(archive_path: str | os.PathLike, store: FrameStore, device: str = "
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nvrloader.eval", description=__doc__.splitlines()[0])
     ap.add_argument("archive", help=".nvr archive to score")
-    ap.add_argument("--reference", required=True, help="source dataset folder or frame store (.h5)")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--cache-dir", type=Path, default=default_cache_dir())
+    ap.add_argument("--reference", help="source dataset folder or frame store (.h5); default: the source "
+                    "folder the archive records")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]: where neural codecs decode")
+    ap.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="frame stores ($NVRLOADER_CACHE)")
     ap.add_argument("-o", "--output", type=Path, help="write the JSON here as well as printing it")
     args = ap.parse_args(argv)
     try:

@@ -52,6 +52,23 @@ class ArchiveMetadata:
     def num_frames(self) -> int:
         return sum(v.num_frames for v in self.videos)
 
+    def differences(self, other: "ArchiveMetadata") -> list[str]:
+        """Why two archives' frames are not comparable (empty when they are): a codec comparison
+        needs the same videos, frame counts, fps, frame size and resize mode."""
+        found = []
+        for what, a, b in (("fps", self.fps, other.fps), ("resolution", (self.height, self.width),
+                           (other.height, other.width)), ("resize mode", self.resize_mode, other.resize_mode),
+                           ("classes", self.classes, other.classes)):
+            if a != b:
+                found.append(f"{what} {a} vs {b}")
+        names, other_names = [v.name for v in self.videos], [v.name for v in other.videos]
+        if names != other_names:
+            found.append(f"video lists differ ({len(names)} vs {len(other_names)} videos, "
+                         f"{len(set(names) ^ set(other_names))} names in only one)")
+        elif [v.num_frames for v in self.videos] != [v.num_frames for v in other.videos]:
+            found.append("frame counts differ")
+        return found
+
 
 class ArchiveDecoder:
     """Decodes frames of an ``.nvr`` archive, whatever codec it holds.
