@@ -131,6 +131,7 @@ def build_archive(source: str | os.PathLike | None, output: str | os.PathLike, c
     if target_bpp is not None and not coder.rate_controlled:
         raise ValueError(f"codec {codec!r} has no rate setting, so a target bpp ({target_bpp}) cannot be honoured")
     _check_output(output, force or resume)
+    coder.validate(options, frames.resolution)
 
     _, world, _ = init_distributed()
     if world > 1 and not coder.distributed:

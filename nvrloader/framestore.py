@@ -135,17 +135,23 @@ def build_framestore(index: SourceIndex, out: Path, fps: float | None, size: tup
         "records": [_record_to_json(r) for r in records],
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _open_partial(partial, key) as f:
-        f.attrs["meta"] = json.dumps(meta)   # lets a partial file be inspected; completed below
-        failures = _decode_all(f, records, fps, size, resize_mode, skip_bad, progress)
-        kept = [j for j in range(len(records)) if j not in failures]
-        _renumber(f, kept)
-        meta["records"] = [meta["records"][j] for j in kept]
-        meta["num_frames"] = [int(f[_video_key(i)].shape[0]) for i in range(len(kept))]
-        meta["skipped"] = [{"name": records[j].name, "path": str(records[j].path), "error": failures[j]}
-                           for j in sorted(failures)]
-        f.attrs["meta"] = json.dumps(meta)
-        f.attrs["complete"] = True
+    try:
+        with _open_partial(partial, key) as f:
+            f.attrs["meta"] = json.dumps(meta)   # lets a partial file be inspected; completed below
+            failures = _decode_all(f, records, fps, size, resize_mode, skip_bad, progress)
+            kept = [j for j in range(len(records)) if j not in failures]
+            _renumber(f, kept)
+            meta["records"] = [meta["records"][j] for j in kept]
+            meta["num_frames"] = [int(f[_video_key(i)].shape[0]) for i in range(len(kept))]
+            meta["skipped"] = [{"name": records[j].name, "path": str(records[j].path), "error": failures[j]}
+                               for j in sorted(failures)]
+            f.attrs["meta"] = json.dumps(meta)
+            f.attrs["complete"] = True
+    except Exception:
+        # a failed decode (bad video, full disk) leaves nothing behind; an interrupt (Ctrl-C) or a
+        # killed process keeps the partial store, which the next build resumes
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, out)
     if failures:
         _warn_skipped(out, meta["skipped"])

@@ -115,3 +115,25 @@ def test_return_info_names_the_clip(env):
     clip, label, info = ds[1]
     assert info["video_name"] == ds.decoder.metadata.videos[ds.video_ids[1]].name
     assert torch.equal(info["frame_indices"], torch.as_tensor(ds.frame_indices(1)))
+
+
+def test_model_and_resolution_mismatch_is_refused_before_any_work(tmp_path, synth_root, capsys):
+    cache = tmp_path / "cache"
+    assert build.main([str(synth_root), "--cache-dir", str(cache), "--codec", "dnerv", "--size", "S",
+                       "--resolution", "64x80", "-o", str(tmp_path / "d.nvr")]) == 2
+    err = capsys.readouterr().err
+    assert "dnerv size 'S' cannot code 64x80 frames" in err and "target-bpp" not in err
+    assert not cache.exists()
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+def test_classical_builds_are_reproducible(env, tmp_path, codec):
+    _, common, _ = env
+    decoded = []
+    for run in range(2):
+        out = tmp_path / f"{codec}{run}.nvr"
+        assert build.main([*common, "--resolution", "48x64", "--fps", "4", "--codec", codec, "--crf", "30",
+                           "-o", str(out)]) == 0
+        dec = ArchiveDecoder(out, "cpu")
+        decoded.append(dec.get_frames_batch([(v, None) for v in range(dec.num_videos)]))
+    assert all(torch.equal(a, b) for a, b in zip(*decoded))

@@ -229,3 +229,11 @@ def test_bad_settings_are_rejected_before_decoding(dataset, tmp_path, kwargs, wo
     with pytest.raises(ValueError, match=words):
         open_or_build_framestore(dataset, tmp_path, **args, progress=False)
     assert not list(tmp_path.iterdir())
+
+
+def test_failed_build_leaves_no_partial_store(dataset, tmp_path, reader):
+    index = discover(dataset)
+    reader(fail_on=3, error=video.VideoError("clip.avi: cannot decode"))
+    with pytest.raises(video.VideoError):
+        build_framestore(index, tmp_path / "store.h5", None, SIZE, progress=False)
+    assert list(tmp_path.iterdir()) == []

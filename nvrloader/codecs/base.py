@@ -53,6 +53,9 @@ class Codec(ABC):
     def options_class(cls, name: str) -> type[CodecOptions]:
         """The options dataclass of codec ``name``."""
 
+    def validate(self, options: CodecOptions, resolution: tuple[int, int]) -> None:
+        """Refuse options that cannot work at this frame size, before any frame is decoded or coded."""
+
     @abstractmethod
     def encode(self, job: EncodeJob) -> dict[str, Any]:
         """Write the payloads; return the codec config (stored in meta), with report extras under "report"."""

@@ -95,6 +95,15 @@ class NeuralCodec(Codec):
     def options_class(cls, name: str) -> type[CodecOptions]:
         return OPTIONS_BY_LAYOUT[model_family(name).layout]
 
+    def validate(self, options: CodecOptions, resolution: tuple[int, int]) -> None:
+        extra = {"clip_len": options.clip_len} if isinstance(options, KeyframeOptions) else {}
+        try:
+            with torch.device("meta"):
+                create_model(self.name, options.size, resolution, **extra)
+        except ValueError as err:
+            raise CodecError(f"{self.name} size {options.size!r} cannot code {resolution[0]}x{resolution[1]} "
+                             f"frames: {err}") from None
+
     def _fit_config(self, job: EncodeJob) -> FitConfig:
         opts: NeuralOptions = job.options
         recipe = dict(model_family(self.name).recipe)
