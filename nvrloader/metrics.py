@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from pytorch_msssim.ssim import _fspecial_gauss_1d, _ssim
+import pytorch_msssim
 
 MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003, pytorch-msssim defaults
 WIN_SIZE, WIN_SIGMA = 11, 1.5
@@ -44,32 +44,21 @@ def psnr(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
 
 def ms_ssim(pred: torch.Tensor | np.ndarray, target: torch.Tensor | np.ndarray,
             data_range: float = 1.0) -> torch.Tensor:
-    """MS-SSIM per frame [N] over inputs [..., C, H, W], computed with pytorch-msssim's SSIM kernel.
+    """MS-SSIM per frame [N] over inputs [..., C, H, W]: `pytorch_msssim.ms_ssim`, five scales.
 
-    Five scales need a short side above (11 - 1) * 2**4 = 160 px, where the result equals
-    `pytorch_msssim.ms_ssim`. Smaller frames use as many scales as fit (short side above
-    10 * 2**(scales - 1)), with the standard weights of those scales renormalised to sum to 1;
-    frames with a short side under 11 px raise ValueError.
+    Its 11-px Gaussian window needs a short side above (11 - 1) * 2**4 = 160 px (the papers'
+    256x320 frames). Smaller frames get the largest odd window that fits all five scales (7 px
+    at 128x160, 3 px at 64x80; sigma scaled with it), so small-frame scores are comparable with
+    each other, not with full-size ones. A short side under 33 px raises ValueError.
     """
     p, t = _pair(pred, target)
     side = min(p.shape[-2:])
-    scales = next((s for s in range(len(MS_SSIM_WEIGHTS), 0, -1) if side > (WIN_SIZE - 1) * 2 ** (s - 1)), 0)
-    if scales == 0:
-        raise ValueError(f"MS-SSIM needs frames of at least {WIN_SIZE}x{WIN_SIZE} px, got {tuple(p.shape[-2:])}")
-    weights = p.new_tensor(MS_SSIM_WEIGHTS[:scales])
-    weights = weights / weights.sum()
-    win = _fspecial_gauss_1d(WIN_SIZE, WIN_SIGMA).repeat(p.shape[1], 1, 1, 1)
-    factors = []
-    for scale in range(scales):
-        ssim_per_channel, cs = _ssim(p, t, data_range=data_range, win=win, size_average=False)
-        if scale < scales - 1:
-            factors.append(torch.relu(cs))
-            padding = [s % 2 for s in p.shape[2:]]
-            p = torch.nn.functional.avg_pool2d(p, kernel_size=2, padding=padding)
-            t = torch.nn.functional.avg_pool2d(t, kernel_size=2, padding=padding)
-    factors.append(torch.relu(ssim_per_channel))
-    per_channel = torch.prod(torch.stack(factors) ** weights.view(-1, 1, 1), dim=0)
-    return per_channel.mean(1)
+    win = min(WIN_SIZE, (side - 1) // 2 ** (len(MS_SSIM_WEIGHTS) - 1) + 1)
+    win -= 1 - win % 2
+    if win < 3:
+        raise ValueError(f"MS-SSIM needs frames with a short side of at least 33 px, got {tuple(p.shape[-2:])}")
+    return pytorch_msssim.ms_ssim(p, t, data_range=data_range, size_average=False, win_size=win,
+                                  win_sigma=WIN_SIGMA * win / WIN_SIZE, weights=list(MS_SSIM_WEIGHTS))
 
 
 def bpp(num_bytes: int, height: int, width: int, num_frames: int) -> float:

@@ -53,23 +53,24 @@ def test_ms_ssim_matches_pytorch_msssim_on_full_size_frames():
     assert torch.allclose(ms_ssim(target, target), torch.ones(1))
 
 
-def test_ms_ssim_small_frames_use_fewer_scales():
+def test_ms_ssim_small_frames_use_a_window_that_fits():
     torch.manual_seed(1)
-    target = torch.rand(3, 3, 16, 20)                            # short side 16: a single scale fits
+    target = torch.rand(3, 3, 64, 80)                            # short side 64: a 3-px window fits 5 scales
     pred = (target + 0.05 * torch.randn_like(target)).clamp(0, 1)
-    single = pytorch_msssim.ssim(pred, target, data_range=1.0, size_average=False, nonnegative_ssim=True)
-    torch.testing.assert_close(ms_ssim(pred, target), single)   # one scale, weight renormalised to 1
-    medium = torch.rand(2, 3, 48, 64)                            # three scales
+    reference = pytorch_msssim.ms_ssim(pred, target, data_range=1.0, size_average=False, win_size=3,
+                                       win_sigma=1.5 * 3 / 11)
+    torch.testing.assert_close(ms_ssim(pred, target), reference)
+    medium = torch.rand(2, 3, 48, 64)
     noisy = [(medium + s * torch.randn_like(medium)).clamp(0, 1) for s in (0.02, 0.1, 0.3)]
     scores = [ms_ssim(n, medium).mean().item() for n in noisy]
     assert 1 > scores[0] > scores[1] > scores[2] > 0
 
 
 def test_ms_ssim_rejects_tiny_or_mismatched_frames():
-    with pytest.raises(ValueError, match="11x11"):
-        ms_ssim(torch.rand(1, 3, 10, 40), torch.rand(1, 3, 10, 40))
+    with pytest.raises(ValueError, match="at least 33 px"):
+        ms_ssim(torch.rand(1, 3, 32, 40), torch.rand(1, 3, 32, 40))
     with pytest.raises(ValueError, match="differ"):
-        ms_ssim(torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 30))
+        ms_ssim(torch.rand(1, 3, 40, 40), torch.rand(1, 3, 40, 38))
 
 
 def test_bpp():
