@@ -102,7 +102,8 @@ def build_archive(source: str | os.PathLike | None, output: str | os.PathLike, c
     others return None).
     """
     from nvrloader.archive import ArchiveWriter, open_archive
-    from nvrloader.codecs import EncodeJob, codec_options, get_codec
+    from nvrloader.codecs import EncodeJob, get_codec
+    from nvrloader.codecs.options import codec_options
     from nvrloader.device import resolve_device
     from nvrloader.distributed import init_distributed, is_main_process
     from nvrloader.eval import evaluate as evaluate_archive, size_report
@@ -193,8 +194,7 @@ def parse_resolution(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, set[str]]]:
-    from nvrloader.codecs import codec_options
-    from nvrloader.codecs.options import add_option_arguments
+    from nvrloader.codecs.options import add_option_arguments, codec_options
     from nvrloader.reporting import default_cache_dir
 
     spec = FrameSpec()
@@ -247,8 +247,8 @@ def frames_from_args(args: argparse.Namespace) -> FrameSpec | None:
 
 def main(argv: list[str] | None = None) -> int:
     from nvrloader.archive import ArchiveError
-    from nvrloader.codecs import CodecError, codec_options
-    from nvrloader.codecs.options import options_from_values
+    from nvrloader.codecs import CodecError
+    from nvrloader.codecs.options import codec_options, options_from_values
     from nvrloader.distributed import shutdown_distributed
     from nvrloader.reporting import to_json
     from nvrloader.sources import SourceError

@@ -1,6 +1,8 @@
-"""Encoders (the build side): each module registers its codec family; importing this package registers them all."""
-from nvrloader.codecs import classical, neural, raw  # noqa: F401  (registration)
-from nvrloader.codecs.base import (Codec, CodecError, EncodeJob, codec_names, codec_options, get_codec,
-                                   register_codec)
+"""Encoders (the build side), one module per codec family, registered when first asked for.
 
-__all__ = ["Codec", "CodecError", "EncodeJob", "codec_names", "codec_options", "get_codec", "register_codec"]
+Importing this package stays light (the CLI reads `nvrloader.codecs.options` for ``--help``);
+`get_codec` and `codec_names` import the encoder modules, which register themselves.
+"""
+from nvrloader.codecs.base import Codec, CodecError, EncodeJob, codec_names, get_codec, register_codec
+
+__all__ = ["Codec", "CodecError", "EncodeJob", "codec_names", "get_codec", "register_codec"]

@@ -6,6 +6,7 @@ in the manner of CompressAI's encode/decode pairs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from importlib import import_module
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -48,11 +49,6 @@ class Codec(ABC):
     def __init__(self, name: str) -> None:
         self.name = name
 
-    @classmethod
-    @abstractmethod
-    def options_class(cls, name: str) -> type[CodecOptions]:
-        """The options dataclass of codec ``name``."""
-
     def validate(self, options: CodecOptions, resolution: tuple[int, int]) -> None:
         """Refuse options that cannot work at this frame size, before any frame is decoded or coded."""
 
@@ -72,16 +68,21 @@ def register_codec(cls: type[Codec]) -> type[Codec]:
     return cls
 
 
+ENCODER_MODULES = ("nvrloader.codecs.raw", "nvrloader.codecs.classical", "nvrloader.codecs.neural")
+
+
+def _registered() -> dict[str, type[Codec]]:
+    for module in ENCODER_MODULES:   # each registers its codecs on first import
+        import_module(module)
+    return _CODECS
+
+
 def codec_names() -> list[str]:
-    return list(_CODECS)
-
-
-def codec_options() -> dict[str, type[CodecOptions]]:
-    """Each codec name with its options dataclass."""
-    return {name: cls.options_class(name) for name, cls in _CODECS.items()}
+    return list(_registered())
 
 
 def get_codec(name: str) -> Codec:
-    if name not in _CODECS:
-        raise ValueError(f"unknown codec {name!r}; known: {', '.join(_CODECS)}")
-    return _CODECS[name](name)
+    codecs = _registered()
+    if name not in codecs:
+        raise ValueError(f"unknown codec {name!r}; known: {', '.join(codecs)}")
+    return codecs[name](name)

@@ -10,12 +10,12 @@ from typing import Any
 from tqdm import tqdm
 
 from nvrloader.codecs.base import Codec, CodecError, EncodeJob, register_codec
-from nvrloader.codecs.options import CodecOptions, StreamOptions
+from nvrloader.codecs.options import STREAM_CODECS, StreamOptions
 from nvrloader.decode.base import video_key
 from nvrloader.rate import RateError, search_rate
 from nvrloader.video_encode import encode_frames
 
-ENCODERS = {"h264": "libx264", "h265": "libx265"}
+ENCODERS = dict(zip(STREAM_CODECS, ("libx264", "libx265")))
 # Reproducible builds: x264's and x265's SIMD and threaded look-ahead code made the same frames and
 # options decode to different pixels (6 of 12 synthetic videos, up to 21 levels apart; measured with
 # PyAV's bundled builds). Without assembly and with one look-ahead thread they are bit-identical, at
@@ -30,10 +30,6 @@ DEFAULT_CRF = 23.0
 @register_codec
 class ClassicalCodec(Codec):
     names = tuple(ENCODERS)
-
-    @classmethod
-    def options_class(cls, name: str) -> type[CodecOptions]:
-        return StreamOptions
 
     def _encoder_options(self, crf: float, opts: StreamOptions, num_frames: int) -> dict[str, str]:
         params = {"crf": f"{crf:.3f}", "preset": opts.preset, "g": str(opts.gop or max(1, num_frames)),

@@ -32,9 +32,6 @@ from nvrloader.models import create_model, list_models, model_family
 from nvrloader.models.registry import count_model_params
 from nvrloader.rate import RateError, largest_within, search_rate
 
-# Options by a family's layout: a new family with an existing layout needs nothing here.
-OPTIONS_BY_LAYOUT: dict[str, type[NeuralOptions]] = {"time": NeuralOptions, "embedding": EmbeddingOptions,
-                                                     "subband": EmbeddingOptions, "clip": KeyframeOptions}
 # Coded bits per weight after 8-bit quantisation and entropy coding, used only to pick a width before
 # fitting; the quantisation step is tuned afterwards on the real bytes.
 BITS_PER_WEIGHT_GUESS = 6.5
@@ -90,10 +87,6 @@ class _FloatSide:
 class NeuralCodec(Codec):
     names = tuple(list_models())
     distributed = True
-
-    @classmethod
-    def options_class(cls, name: str) -> type[CodecOptions]:
-        return OPTIONS_BY_LAYOUT[model_family(name).layout]
 
     def validate(self, options: CodecOptions, resolution: tuple[int, int]) -> None:
         extra = {"clip_len": options.clip_len} if isinstance(options, KeyframeOptions) else {}

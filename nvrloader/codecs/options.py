@@ -11,9 +11,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from nvrloader.compress.images import CODECS as IMAGE_CODECS
-
 LOSSES = ("l1_ssim", "mse_ssim", "mse", "l1")
+IMAGE_CODECS = ("avif", "hevc", "av1", "png")   # D-NeRV keyframe codecs (nvrloader.compress.images.CODECS)
+STREAM_CODECS = ("h264", "h265")
 
 
 def option(default: Any, help: str, *, choices: tuple | None = None, low: float | None = None,
@@ -88,6 +88,19 @@ class KeyframeOptions(NeuralOptions):
     keyframe_share: float = option(0.75, "share of a target bpp budget given to D-NeRV keyframes (the paper's)",
                                    low=0.01, high=0.99)
     clip_len: int = option(8, "D-NeRV clip length in frames", low=2, high=64)
+
+
+# Neural options by a model family's layout: a new family with an existing layout needs nothing here.
+OPTIONS_BY_LAYOUT: dict[str, type[NeuralOptions]] = {"time": NeuralOptions, "embedding": EmbeddingOptions,
+                                                     "subband": EmbeddingOptions, "clip": KeyframeOptions}
+
+
+def codec_options() -> dict[str, type[CodecOptions]]:
+    """Every codec name with its options dataclass; neural codec names come from the model registry."""
+    from nvrloader.models import list_models, model_family
+
+    return {"raw": RawOptions, **{c: StreamOptions for c in STREAM_CODECS},
+            **{n: OPTIONS_BY_LAYOUT[model_family(n).layout] for n in list_models()}}
 
 
 # ----------------------------------------------------------------------------- the CLI derived from them

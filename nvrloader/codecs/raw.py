@@ -6,7 +6,6 @@ from typing import Any
 from tqdm import tqdm
 
 from nvrloader.codecs.base import Codec, EncodeJob, register_codec
-from nvrloader.codecs.options import CodecOptions, RawOptions
 from nvrloader.decode.base import video_key
 
 
@@ -14,10 +13,6 @@ from nvrloader.decode.base import video_key
 class RawCodec(Codec):
     names = ("raw",)
     rate_controlled = False
-
-    @classmethod
-    def options_class(cls, name: str) -> type[CodecOptions]:
-        return RawOptions
 
     def encode(self, job: EncodeJob) -> dict[str, Any]:
         for i, vid in enumerate(tqdm(job.video_ids, desc="raw: storing frames", unit="video",
