@@ -16,13 +16,15 @@ from nvrloader.rate import RateError, search_rate
 from nvrloader.video_encode import encode_frames
 
 ENCODERS = dict(zip(STREAM_CODECS, ("libx264", "libx265")))
-# Reproducible builds: x264's and x265's SIMD and threaded look-ahead code made the same frames and
-# options decode to different pixels (6 of 12 synthetic videos, up to 21 levels apart; measured with
-# PyAV's bundled builds). Without assembly and with one look-ahead thread they are bit-identical, at
-# the same rate-distortion (x264 at crf 24/32/40 on 24 videos: bytes within 1%, PSNR equal) and 2-3x
-# the encoding time. Decoding is unaffected.
+# Reproducible builds: with PyAV's bundled encoders the same frames and options decoded to different
+# pixels from run to run (x264: 6 of 12 synthetic videos, up to 21 levels apart; x265: 6 of 12). x264
+# is bit-identical without its assembly (same rate-distortion: crf 24/32/40 on 24 videos, bytes
+# within 1%, equal PSNR; 2-3x the encoding time). x265 needed no assembly, one thread and fixed
+# B-frame placement (adaptive placement was the remaining source: 1 of 36 encodes differed with
+# it on, 0 of 36 off; on the same 24 videos its rate-distortion is within 0.2 dB of the default).
+# Decoding is unaffected.
 DETERMINISTIC = {"h264": {"x264-params": "no-asm=1"},
-                 "h265": {"x265-params": "pools=none:frame-threads=1:lookahead-slices=0:asm=0"}}
+                 "h265": {"x265-params": "pools=none:frame-threads=1:lookahead-slices=0:asm=0:b-adapt=0"}}
 CRF_RANGE = (0.0, 51.0)
 DEFAULT_CRF = 23.0
 
