@@ -122,3 +122,14 @@ class NVRDataset(Dataset):
         return (f"NVRDataset({str(self.path)!r}, codec={self.codec!r}, split={self.split!r}, clips={len(self)}, "
                 f"sampling={self.sampling!r}, segments={self.num_segments}x{self.frames_per_segment}, "
                 f"device={str(self.device)!r})")
+
+
+def pad_collate(batch: list[tuple[Any, ...]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DataLoader collate for clips of different lengths (``sampling="all"``): ``(clips [B, T_max, ...]
+    zero-padded after each clip's end, lengths [B], labels [B])``."""
+    clips = [item[0] for item in batch]
+    lengths = torch.tensor([len(c) for c in clips])
+    padded = clips[0].new_zeros((len(clips), int(lengths.max()), *clips[0].shape[1:]))
+    for row, clip in zip(padded, clips):
+        row[:len(clip)] = clip
+    return padded, lengths, torch.tensor([item[1] for item in batch])

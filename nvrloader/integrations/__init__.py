@@ -1,0 +1,1 @@
+"""Adapters to other video libraries' conventions (optional dependencies, imported on use)."""
