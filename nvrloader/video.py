@@ -285,14 +285,24 @@ def encode_frames(frames: np.ndarray, fps: float, codec: str, options: dict[str,
     return buffer.getvalue()
 
 
-def decode_bytes(data: bytes) -> np.ndarray:
-    """Decode every frame of an in-memory container (the inverse of `encode_frames`)."""
+def decode_bytes(data: bytes, max_frames: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode every frame of an in-memory container (the inverse of `encode_frames`).
+
+    ``max_frames`` and ``size`` (H, W) bound what an untrusted stream may decode to: decoding stops
+    with a VideoError at the first frame past ``max_frames`` or of another size.
+    """
     name = f"<in-memory stream of {len(data)} bytes>"
+    frames = []
     try:
         with av.open(io.BytesIO(data), "r") as container:
             if not container.streams.video:
                 raise VideoError(f"{name}: contains no video stream")
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+            for frame in container.decode(container.streams.video[0]):
+                if max_frames is not None and len(frames) == max_frames:
+                    raise VideoError(f"{name}: holds more than {max_frames} frames")
+                if size is not None and (frame.height, frame.width) != tuple(size):
+                    raise VideoError(f"{name}: has {frame.height}x{frame.width} frames, expected {size[0]}x{size[1]}")
+                frames.append(frame.to_ndarray(format="rgb24"))
     except (av.FFmpegError, OSError) as e:
         raise VideoError(f"{name}: cannot decode ({e})") from e
     if not frames:

@@ -9,7 +9,8 @@ import pytest
 from nvrloader import archive as archive_module
 from nvrloader.archive import Archive, ArchiveError, ArchiveWriter, open_archive
 
-META = {"videos": [{"name": "v0", "num_frames": 3}], "classes": ["a"], "fps": 2.0, "codec": "raw"}
+# A raw archive of no videos: valid meta (checked on open) whose payloads are whatever a test needs.
+META = {"videos": [], "classes": ["a"], "fps": 2.0, "height": 4, "width": 5, "codec": "raw", "codec_config": {}}
 
 
 def _write(path, **payloads):

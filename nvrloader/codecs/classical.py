@@ -49,8 +49,10 @@ def search_rate(measure: Callable[[float], float], target: float, lo: float, hi:
 
 class StreamDecoder(WholeVideoDecoder):
     def decode_video(self, video: int) -> np.ndarray:
-        frames = decode_bytes(self.archive.get("streams", video_key(video)))
         expected = self.meta["videos"][video]["num_frames"]
+        with self.archive.decoding(f"streams/{video_key(video)}"):
+            frames = decode_bytes(self.archive.get("streams", video_key(video)), max_frames=expected,
+                                  size=(self.meta["height"], self.meta["width"]))
         if len(frames) != expected:
             from nvrloader.archive import ArchiveError
             raise ArchiveError(f"{self.archive.path}: stream {video_key(video)} decodes to {len(frames)} "

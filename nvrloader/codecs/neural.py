@@ -24,6 +24,7 @@ from nvrloader.codecs.classical import search_rate
 from nvrloader.codecs.layouts import LAYOUTS, ClipLayout, FrameTable, TimeLayout, keyframe_indices, to_float
 from nvrloader.codecs.raw import video_key
 from nvrloader.compress import images, quant
+from nvrloader.compress.images import pack_images, unpack_images
 from nvrloader.fit import FitConfig, fit
 from nvrloader.framestore import FrameStore
 from nvrloader.metrics import psnr
@@ -69,19 +70,6 @@ def pack_weights(state: dict[str, torch.Tensor], bits: float) -> bytes:
     return quant.pack(quant.quantize_state_dict(state, bits=bits))
 
 
-def pack_images(streams: Sequence[bytes]) -> bytes:
-    """Several image bitstreams in one payload: a uint32 count and lengths, then the streams."""
-    head = np.array([len(streams), *map(len, streams)], dtype="<u4").tobytes()
-    return head + b"".join(streams)
-
-
-def unpack_images(data: bytes) -> list[bytes]:
-    count = int(np.frombuffer(data[:4], dtype="<u4")[0])
-    lengths = np.frombuffer(data[4:4 + 4 * count], dtype="<u4")
-    ends = 4 + 4 * count + np.cumsum(lengths)
-    return [data[e - n:e] for e, n in zip(ends, lengths)]
-
-
 class Keyframes:
     """D-NeRV's keyframes: coded with an image codec before fitting, so training sees what a decoder will."""
 
@@ -108,28 +96,38 @@ class NeuralDecoder(Decoder):
     def __init__(self, archive: Archive, device: torch.device, half: bool = False) -> None:
         super().__init__(archive, device, half)
         cfg = self.config
-        self.model = model_class(cfg["model"])(**cfg["model_config"]).to(device).eval()
-        load_stored_state(self.model, {k: v.to(device) for k, v in
-                                       quant.unpack(archive.get("model", "weights")).items()})
+        with archive.decoding("model/weights"):  # shapes from a meta-device model bound the payload
+            with torch.device("meta"):
+                probe = model_class(cfg["model"])(**cfg["model_config"])
+            shapes = {k: v.shape for k, v in stored_state(probe).items()}
+            state = quant.unpack(archive.get("model", "weights"), shapes=shapes)
+            self.model = model_class(cfg["model"])(**cfg["model_config"]).to(device).eval()
+            load_stored_state(self.model, {k: v.to(device) for k, v in state.items()})
         if half:
             self.model.half()
         table = FrameTable(tuple(int(v["num_frames"]) for v in self.meta["videos"]))
         self.layout: TimeLayout = LAYOUTS[cfg["model"]](table, cfg.get("clip_len", 8))
+        self._size = (self.meta["height"], self.meta["width"])
         self._embeddings: list[torch.Tensor] | None = None
         self._keyframes: OrderedDict[int, torch.Tensor] = OrderedDict()
 
     def embeddings(self, video: int) -> torch.Tensor:
         if self._embeddings is None:
-            allemb = quant.unpack(self.archive.get("embeddings", "all"))["embeddings"].to(self.device)
+            with self.archive.decoding("embeddings/all"):
+                shape = (self.layout.table.total, *self.model.embedding_shape)
+                allemb = quant.unpack(self.archive.get("embeddings", "all"),
+                                      shapes={"embeddings": shape})["embeddings"].to(self.device)
             self._embeddings = list(allemb.split(list(self.layout.table.num_frames)))
         return self._embeddings[video]
 
     def keyframes(self, video: int) -> torch.Tensor:
         if video not in self._keyframes:
             codec = self.config["keyframes"]["codec"]
-            streams = unpack_images(self.archive.get("keyframes", video_key(video)))
-            frames = np.stack([images.decode_image(s, codec) for s in streams])
-            self._keyframes[video] = to_float(frames).to(self.device)
+            with self.archive.decoding(f"keyframes/{video_key(video)}"):
+                count = len(keyframe_indices(self.layout.table.num_frames[video], self.layout.clip_len))
+                streams = unpack_images(self.archive.get("keyframes", video_key(video)), count)
+                frames = images.decode_images(streams, codec, self._size)
+                self._keyframes[video] = to_float(frames).to(self.device)
             if len(self._keyframes) > self.keyframe_cache:
                 self._keyframes.popitem(last=False)
         self._keyframes.move_to_end(video)
@@ -137,7 +135,8 @@ class NeuralDecoder(Decoder):
 
     @torch.no_grad()
     def decode(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[torch.Tensor]:
-        return self.layout.decode(self.model, requests, self.device, self)
+        with self.archive.decoding("model/weights (forward pass)"):
+            return self.layout.decode(self.model, requests, self.device, self)
 
 
 class _FloatSide:

@@ -10,11 +10,7 @@ from tqdm import tqdm
 from nvrloader.archive import ArchiveWriter
 from nvrloader.codecs.base import Codec, WholeVideoDecoder, register_codec
 from nvrloader.framestore import FrameStore
-
-
-def video_key(video: int) -> str:
-    """Payload name of archive video ``video`` (zero-padded so names sort in video order)."""
-    return f"{video:06d}"
+from nvrloader.meta_schema import video_key  # noqa: F401  (the archive format names per-video payloads)
 
 
 class RawDecoder(WholeVideoDecoder):
