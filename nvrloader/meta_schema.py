@@ -283,7 +283,8 @@ RULES: tuple[Callable[[dict, str], None], ...] = (
 
 
 # -- payloads ------------------------------------------------------------------------------------
-PayloadIndex = Mapping[str, Mapping[str, tuple[tuple[int, ...], np.dtype]]]
+# group -> name -> (shape, dtype); the dtype may be None for 1-D payloads (checked when first read)
+PayloadIndex = Mapping[str, Mapping[str, tuple[tuple[int, ...], np.dtype | None]]]
 
 
 def _expected_shape(payload: Payload, meta: dict, video: int | None) -> tuple[int, ...] | None:
@@ -300,9 +301,9 @@ def _check_payload(index: PayloadIndex, payload: Payload, name: str, meta: dict,
                         + (f"meta.videos[{video}])" if video is not None else "decoding)"))
     shape, dtype = found
     expected = _expected_shape(payload, meta, video)
-    if dtype != np.uint8 or (len(shape) != 1 if expected is None else tuple(shape) != expected):
-        want = "1-D uint8 bytes" if expected is None else f"uint8 {expected} (meta.videos[{video}])"
-        raise MetaError(f"payload {label} is {dtype} {tuple(shape)}, expected {want}")
+    if len(shape) != 1 if expected is None else (tuple(shape) != expected or dtype != np.uint8):
+        want = "1-D bytes" if expected is None else f"uint8 {expected} (meta.videos[{video}])"
+        raise MetaError(f"payload {label} is {dtype or ''} {tuple(shape)}, expected {want}")
 
 
 def _check_payloads(meta: dict, codec: str, index: PayloadIndex) -> None:
@@ -315,8 +316,8 @@ def _check_payloads(meta: dict, codec: str, index: PayloadIndex) -> None:
 
 
 def validate_meta(meta: Any, codec: str, index: PayloadIndex) -> None:
-    """Check ``meta`` of an archive of ``codec`` whose payloads are ``index`` (group -> name -> (shape,
-    dtype)); raises MetaError naming the first problem."""
+    """Check ``meta`` of an archive of ``codec`` whose payloads are ``index``; raises MetaError naming
+    the first problem."""
     if codec not in CODEC_SCHEMAS:
         raise MetaError(f"codec {codec!r} is not known to this nvrloader (known: {', '.join(CODEC_SCHEMAS)})")
     META.check(meta, "meta")

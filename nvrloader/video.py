@@ -285,21 +285,27 @@ def encode_frames(frames: np.ndarray, fps: float, codec: str, options: dict[str,
     return buffer.getvalue()
 
 
-def decode_bytes(data: bytes, max_frames: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+def decode_bytes(data: bytes, num_frames: int | None = None, size: tuple[int, int] | None = None,
+                 codec: str | None = None) -> np.ndarray:
     """Decode every frame of an in-memory container (the inverse of `encode_frames`).
 
-    ``max_frames`` and ``size`` (H, W) bound what an untrusted stream may decode to: decoding stops
-    with a VideoError at the first frame past ``max_frames`` or of another size.
+    For an untrusted stream: ``codec`` (an FFmpeg decoder name, e.g. "h264") opens it only as the
+    Matroska that `encode_frames` writes, holding that codec, so FFmpeg's format probing never picks
+    another demuxer; ``num_frames`` and ``size`` (H, W) are what it must decode to, and decoding
+    stops with a VideoError at the first frame past ``num_frames`` or of another size.
     """
     name = f"<in-memory stream of {len(data)} bytes>"
     frames = []
     try:
-        with av.open(io.BytesIO(data), "r") as container:
+        with av.open(io.BytesIO(data), "r", format="matroska" if codec else None) as container:
             if not container.streams.video:
                 raise VideoError(f"{name}: contains no video stream")
-            for frame in container.decode(container.streams.video[0]):
-                if max_frames is not None and len(frames) == max_frames:
-                    raise VideoError(f"{name}: holds more than {max_frames} frames")
+            stream = container.streams.video[0]
+            if codec is not None and stream.codec_context.name != codec:
+                raise VideoError(f"{name}: holds {stream.codec_context.name}, expected {codec}")
+            for frame in container.decode(stream):
+                if num_frames is not None and len(frames) == num_frames:
+                    raise VideoError(f"{name}: holds more than the expected {num_frames} frames")
                 if size is not None and (frame.height, frame.width) != tuple(size):
                     raise VideoError(f"{name}: has {frame.height}x{frame.width} frames, expected {size[0]}x{size[1]}")
                 frames.append(frame.to_ndarray(format="rgb24"))
@@ -307,4 +313,6 @@ def decode_bytes(data: bytes, max_frames: int | None = None, size: tuple[int, in
         raise VideoError(f"{name}: cannot decode ({e})") from e
     if not frames:
         raise VideoError(f"{name}: no decodable video frames")
+    if num_frames is not None and len(frames) != num_frames:
+        raise VideoError(f"{name}: decodes to {len(frames)} frames, expected {num_frames}")
     return np.stack(frames)

@@ -21,6 +21,7 @@ from nvrloader.metrics import bpp
 from nvrloader.video import decode_bytes, encode_frames
 
 ENCODERS = {"h264": "libx264", "h265": "libx265"}
+DECODERS = {"h264": "h264", "h265": "hevc"}  # the only FFmpeg decoder an archive's streams may reach
 CRF_RANGE = (0.0, 51.0)
 
 
@@ -49,15 +50,10 @@ def search_rate(measure: Callable[[float], float], target: float, lo: float, hi:
 
 class StreamDecoder(WholeVideoDecoder):
     def decode_video(self, video: int) -> np.ndarray:
-        expected = self.meta["videos"][video]["num_frames"]
         with self.archive.decoding(f"streams/{video_key(video)}"):
-            frames = decode_bytes(self.archive.get("streams", video_key(video)), max_frames=expected,
-                                  size=(self.meta["height"], self.meta["width"]))
-        if len(frames) != expected:
-            from nvrloader.archive import ArchiveError
-            raise ArchiveError(f"{self.archive.path}: stream {video_key(video)} decodes to {len(frames)} "
-                               f"frames, meta says {expected}")
-        return frames
+            return decode_bytes(self.archive.get("streams", video_key(video)),
+                                num_frames=self.meta["videos"][video]["num_frames"],
+                                size=(self.meta["height"], self.meta["width"]), codec=DECODERS[self.archive.codec])
 
 
 @register_codec
