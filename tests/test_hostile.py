@@ -59,7 +59,7 @@ def test_fuzz_small(bases, prober, tmp_path):
 
 @pytest.mark.slow
 def test_fuzz_many(bases, prober, tmp_path):
-    _fuzz(bases, prober, tmp_path, count=400, seed=1)
+    _fuzz(bases, prober, tmp_path, count=600, seed=1)
 
 
 def test_valid_bases_decode(bases, prober):

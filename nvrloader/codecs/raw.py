@@ -10,7 +10,7 @@ from tqdm import tqdm
 from nvrloader.archive import ArchiveWriter
 from nvrloader.codecs.base import Codec, WholeVideoDecoder, register_codec
 from nvrloader.framestore import FrameStore
-from nvrloader.meta_schema import video_key  # noqa: F401  (the archive format names per-video payloads)
+from nvrloader.meta_schema import video_key  # the archive format names per-video payloads
 
 
 class RawDecoder(WholeVideoDecoder):
