@@ -31,6 +31,7 @@ MAX_CLIP_LEN = 256
 MAX_CONFIG_INT = 1 << 16   # any integer in model_config (widths, levels, ...) not bounded more tightly
 MAX_BLOCKS = 64            # model_config entries that count modules (blocks, heads, upsampling stages)
 MAX_CONFIG_ITEMS = 64      # keys of model_config, items of a list inside it
+MAX_KEYS = 1024            # keys of any other object but the meta itself
 
 NEURAL_CODECS = ("dnerv", "nerv", "enerv", "hnerv", "snerv")
 CLASSICAL_CODECS = ("h264", "h265")
@@ -156,7 +157,7 @@ class Obj(Field):
     required: Mapping[str, Field]
     optional: Mapping[str, Field] = field(default_factory=dict)
     extra: Field | None = Anything()
-    max_keys: int = MAX_CONFIG_ITEMS * 16
+    max_keys: int = MAX_KEYS
 
     def check(self, value: Any, path: str) -> None:
         if not isinstance(value, dict) or len(value) > self.max_keys:
