@@ -20,6 +20,11 @@ It is checked before HDF5 parses anything, because a flipped byte in HDF5's own 
 make the library loop forever; payload data stays covered by the lazy per-payload checksums.
 The trailer is invisible to HDF5 tools, which ignore bytes past the file's end of address space.
 
+An archive is untrusted input. Opening also validates the JSON meta against
+:mod:`nvrloader.meta_schema` (types, ranges, agreement between fields and with the payloads a codec
+needs), and decoders wrap their work on a payload in :meth:`Archive.decoding`, so whatever a forged
+payload makes a library raise reaches the caller as one :class:`ArchiveError` naming the payload.
+
 Archives are written to ``<path>.tmp`` and renamed when complete, so a reader never sees a partial
 file. Nothing is ever unpickled: payloads are plain bytes/arrays and meta is JSON.
 
@@ -34,13 +39,15 @@ import json
 import os
 import re
 import struct
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Iterator
 
 import h5py
 import numpy as np
+
+from nvrloader.meta_schema import MetaError, PayloadIndex, validate_meta
 
 FORMAT = "nvr"
 VERSION = 1
@@ -275,12 +282,13 @@ class Archive:
         codec = attrs.get("codec")
         if not isinstance(codec, str) or not codec:
             raise ArchiveError(f"{self.path}: missing or invalid 'codec' attribute ({codec!r})")
+        index: dict[str, dict[str, tuple[tuple[int, ...], np.dtype | None]]] = {}
         for key, item in file.items():
             if key == META:
                 continue
             if not isinstance(item, h5py.Group):
                 raise ArchiveError(f"{self.path}: unexpected top-level dataset {key!r}")
-            _check_members(self.path, key, item)
+            index[key] = _check_members(self.path, key, item)
         if META not in file or not isinstance(file[META], h5py.Dataset):
             raise ArchiveError(f"{self.path}: required dataset {META!r} is missing")
         meta_dset = file[META]
@@ -293,9 +301,14 @@ class Archive:
             meta = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ArchiveError(f"{self.path}: {META!r} is not valid UTF-8 JSON: {exc}") from None
-        if not isinstance(meta, dict):
-            raise ArchiveError(f"{self.path}: {META!r} must be a JSON object")
+        self._check_meta(meta, codec, index)
         return codec, int(version), meta
+
+    def _check_meta(self, meta: Any, codec: str, index: PayloadIndex) -> None:
+        try:
+            validate_meta(meta, codec, index)
+        except MetaError as err:
+            raise ArchiveError(f"{self.path}: invalid archive meta: {err}") from None
 
     def _kind(self, key: tuple[str, str], item: h5py.Dataset) -> str:
         """A payload's kind, after checking its attributes and layout (once per payload per process)."""
@@ -315,14 +328,28 @@ class Archive:
 
     # -- reading -------------------------------------------------------------------------------
     @contextmanager
-    def _reading(self, what: str) -> Iterator[None]:
-        """Turn whatever h5py raises on damaged data (OSError, KeyError, ...) into one ArchiveError."""
+    def _failing_as(self, problem: str) -> Iterator[None]:
+        """Re-raise any failure but ArchiveError, KeyboardInterrupt and SystemExit as an ArchiveError
+        naming the file and ``problem``: damaged or forged data surfaces as many types, some of them
+        BaseExceptions (pyo3's PanicException from constriction), and numpy's MemoryError."""
+        failure = None
         try:
             yield
-        except ArchiveError:
+        except (ArchiveError, KeyboardInterrupt, SystemExit, GeneratorExit):
             raise
-        except Exception as exc:  # noqa: BLE001 - damaged files surface as many exception types
-            raise ArchiveError(f"{self.path}: cannot read {what}: {exc}") from None
+        except BaseException as exc:  # noqa: BLE001 - see above
+            failure = f"{self.path}: {problem}: {type(exc).__name__}: {exc}"
+        if failure is not None:  # raised here, so the failed frames (and their memory) are already freed
+            raise ArchiveError(failure)
+
+    def _reading(self, what: str) -> AbstractContextManager[None]:
+        """Turn whatever h5py raises on damaged data (OSError, KeyError, ...) into one ArchiveError."""
+        return self._failing_as(f"cannot read {what}")
+
+    def decoding(self, payload: str) -> AbstractContextManager[None]:
+        """Context manager for a decoder working on ``payload`` (e.g. "keyframes/000012"): any failure
+        inside becomes an ArchiveError naming the archive and the payload."""
+        return self._failing_as(f"cannot decode payload {payload}")
 
     def groups(self) -> list[str]:
         """Payload groups present, in the order they were written."""
@@ -434,13 +461,16 @@ def _structure_digest(fh: BinaryIO, hdf5_size: int, extents: np.ndarray) -> byte
     return digest.digest()
 
 
-def _check_members(path: Path, group: str, item: h5py.Group) -> None:
-    """Every member of a payload group is a dataset carrying 'kind' and 'sha256' attributes.
+def _check_members(path: Path, group: str, item: h5py.Group) -> dict[str, tuple[tuple[int, ...], np.dtype | None]]:
+    """Every member of a payload group is a dataset carrying 'kind' and 'sha256' attributes; returns
+    each one's shape and, if multi-dimensional, dtype, for checking the meta against the payloads
+    (a 1-D payload's dtype is checked with its kind on first read).
 
     Uses h5py's low-level calls: an archive of 13k per-video streams opens in about a second
     instead of several. The attribute values and layout are checked on each payload's first read.
     """
     gid = item.id
+    layouts = {}
     for name in item:
         oid = h5py.h5o.open(gid, name.encode())
         if h5py.h5i.get_type(oid) != h5py.h5i.DATASET:
@@ -449,6 +479,9 @@ def _check_members(path: Path, group: str, item: h5py.Group) -> None:
             if not h5py.h5a.exists(oid, attr):
                 raise ArchiveError(f"{path}: payload '{group}/{name}' has no {attr.decode()} attribute"
                                    + (" (no checksum)" if attr == b"sha256" else ""))
+        shape = tuple(oid.shape or ())
+        layouts[name] = (shape, oid.dtype if len(shape) > 1 else None)  # the dtype costs a third of the time
+    return layouts
 
 
 def _nbytes(dataset_id: h5py.h5d.DatasetID) -> int:

@@ -221,16 +221,34 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "stretc
     return out
 
 
-def decode_bytes(data: bytes) -> np.ndarray:
-    """Decode every frame of an in-memory container (the inverse of `encode_frames`)."""
+def decode_bytes(data: bytes, num_frames: int | None = None, size: tuple[int, int] | None = None,
+                 codec: str | None = None) -> np.ndarray:
+    """Decode every frame of an in-memory container (the inverse of `encode_frames`).
+
+    For an untrusted stream: ``codec`` (an FFmpeg decoder name, e.g. "h264") opens it only as the
+    Matroska that `encode_frames` writes, holding that codec, so FFmpeg's format probing never picks
+    another demuxer; ``num_frames`` and ``size`` (H, W) are what it must decode to, and decoding
+    stops with a VideoError at the first frame past ``num_frames`` or of another size.
+    """
     name = f"<in-memory stream of {len(data)} bytes>"
+    frames = []
     try:
-        with av.open(io.BytesIO(data), "r") as container:
+        with av.open(io.BytesIO(data), "r", format="matroska" if codec else None) as container:
             if not container.streams.video:
                 raise VideoError(f"{name}: contains no video stream")
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+            stream = container.streams.video[0]
+            if codec is not None and stream.codec_context.name != codec:
+                raise VideoError(f"{name}: holds {stream.codec_context.name}, expected {codec}")
+            for frame in container.decode(stream):
+                if num_frames is not None and len(frames) == num_frames:
+                    raise VideoError(f"{name}: holds more than the expected {num_frames} frames")
+                if size is not None and (frame.height, frame.width) != tuple(size):
+                    raise VideoError(f"{name}: has {frame.height}x{frame.width} frames, expected {size[0]}x{size[1]}")
+                frames.append(frame.to_ndarray(format="rgb24"))
     except (av.FFmpegError, OSError) as e:
         raise VideoError(f"{name}: cannot decode ({e})") from e
     if not frames:
         raise VideoError(f"{name}: no decodable video frames")
+    if num_frames is not None and len(frames) != num_frames:
+        raise VideoError(f"{name}: decodes to {len(frames)} frames, expected {num_frames}")
     return np.stack(frames)

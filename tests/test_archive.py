@@ -9,7 +9,8 @@ import pytest
 from nvrloader import archive as archive_module
 from nvrloader.archive import Archive, ArchiveError, ArchiveWriter, open_archive
 
-META = {"videos": [{"name": "v0", "num_frames": 3}], "classes": ["a"], "fps": 2.0, "codec": "raw"}
+# A raw archive of no videos: valid meta (checked on open) whose payloads are whatever a test needs.
+META = {"videos": [], "classes": ["a"], "fps": 2.0, "height": 4, "width": 5, "codec": "raw", "codec_config": {}}
 
 
 def _write(path, **payloads):
@@ -218,3 +219,48 @@ def test_pickles_by_path_and_survives_fork(archive_path):
     child.join(timeout=30)
     assert child.exitcode == 0
     assert archive.get("streams", "table").shape == (7, 3)  # parent handle still fine
+
+
+class _Panic(BaseException):
+    """Stands in for pyo3's PanicException, which derives from BaseException."""
+
+
+@pytest.mark.parametrize("error", [MemoryError("Unable to allocate 1.28 TiB"), _Panic("capacity overflow"),
+                                   SyntaxError("not a PostScript file"), IndexError("index 2 is out of bounds"),
+                                   ZeroDivisionError("division by zero")])
+def test_decoding_turns_any_failure_into_archive_error(archive_path, error):
+    archive = open_archive(archive_path)
+    with pytest.raises(ArchiveError, match=rf"a\.nvr: cannot decode payload keyframes/000012: "
+                                          rf"{type(error).__name__}: {error}"):
+        with archive.decoding("keyframes/000012"):
+            raise error
+
+
+def test_decoding_lets_interrupts_and_archive_errors_through(archive_path):
+    archive = open_archive(archive_path)
+    for error in (KeyboardInterrupt(), SystemExit(1), ArchiveError("already named")):
+        with pytest.raises(type(error)):
+            with archive.decoding("model/weights"):
+                raise error
+    with archive.decoding("model/weights"):
+        pass  # nothing raised, nothing changed
+
+
+def test_meta_is_validated_on_open(archive_path):
+    def set_meta(meta):
+        def change(f):
+            del f["meta"]
+            raw = json.dumps(meta).encode()
+            f.create_dataset("meta", data=np.frombuffer(raw, np.uint8)).attrs["sha256"] = \
+                archive_module.hashlib.sha256(raw).hexdigest()
+        _edit(archive_path, change)
+
+    set_meta({**META, "videos": [{"name": "v0", "label": 0, "split": "train", "num_frames": 6}]})
+    with pytest.raises(ArchiveError, match=r"invalid archive meta: payload frames/000000 is missing"):
+        open_archive(archive_path)
+    set_meta({**META, "fps": -2.0})
+    with pytest.raises(ArchiveError, match=r"invalid archive meta: meta\.fps"):
+        open_archive(archive_path)
+    set_meta([1, 2])
+    with pytest.raises(ArchiveError, match=r"invalid archive meta: meta: expected an object"):
+        open_archive(archive_path)

@@ -60,3 +60,32 @@ def test_bad_input():
     data = encode_symbols(np.random.default_rng(0).integers(0, 50, 1000))
     with pytest.raises(ValueError):
         decode_symbols(data[:-1])
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    return bytes(out + bytes([value]))
+
+
+@pytest.mark.parametrize("count", [2 ** 62, 2 ** 64 - 1])  # 2 ** 42 (an abort) is tested in a worker: test_hostile
+def test_forged_symbol_count_is_refused_before_allocating(count):
+    """constriction aborts the process on an impossible allocation, so the count is checked first."""
+    data = encode_symbols(np.random.default_rng(0).integers(0, 50, 1000))
+    forged = _varint(count) + data[len(_varint(1000)):]
+    with pytest.raises(ValueError, match=f"declares {count} symbols"):
+        decode_symbols(forged)
+    with pytest.raises(ValueError, match="expects 1000"):
+        decode_symbols(forged, count=1000)
+    assert decode_symbols(data, count=1000).size == 1000
+
+
+def test_forged_numbers_are_refused():
+    with pytest.raises(ValueError, match="varint longer"):
+        decode_symbols(b"\xff" * 100)
+    with pytest.raises(ValueError, match="outside int64"):  # offset near the int64 limit, alphabet of 4
+        decode_symbols(_varint(5) + _varint(2 ** 64 - 2) + _varint(3))
+    with pytest.raises(ValueError, match="frequency"):
+        decode_symbols(_varint(5) + _varint(0) + _varint(1) + _varint(2 ** 40) + _varint(1) + b"\x01\x00\x00\x00")

@@ -82,3 +82,56 @@ def test_limits_are_reported():
         encode_image(_synthetic().astype(np.float32), "png")
     with pytest.raises(ValueError, match="cannot decode avif"):
         decode_image(b"definitely not an image", "avif")
+
+
+# -- untrusted input: only the codec's own format, of the expected size ----------------------------
+def _pillow_bytes(fmt: str) -> bytes:
+    import io
+
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.fromarray(_synthetic()).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 80 64\nshowpage\n%%EOF\n"
+
+
+@pytest.mark.parametrize("codec", ["avif", "png"])
+@pytest.mark.parametrize("fmt", ["BMP", "GIF", "TIFF", "EPS", "PNG", "JPEG"])
+def test_other_formats_are_refused(codec, fmt, monkeypatch):
+    import subprocess
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: pytest.fail("an external program was started"))
+    data = EPS if fmt == "EPS" else _pillow_bytes(fmt)
+    if fmt == codec.upper():
+        assert decode_image(data, codec).shape == (64, 80, 3)
+    else:
+        with pytest.raises(ValueError, match=f"cannot decode {codec} .*UnidentifiedImageError"):
+            decode_image(data, codec)
+
+
+def test_expected_size_is_checked_before_decoding(frame):
+    data = encode_image(frame, "png")
+    assert decode_image(data, "png", size=frame.shape[:2]).shape == frame.shape
+    with pytest.raises(ValueError, match="expected 32x40"):
+        decode_image(data, "png", size=(32, 40))
+    with pytest.raises(ValueError, match="expected 32x40"):
+        decode_image(encode_image(frame, "av1"), "av1", size=(32, 40))
+
+
+def test_pack_unpack_images_and_forged_counts():
+    import struct
+
+    from nvrloader.compress.images import pack_images, unpack_images
+    streams = [b"abc", b"", b"defgh"]
+    data = pack_images(streams)
+    assert unpack_images(data) == streams and unpack_images(data, count=3) == streams
+    with pytest.raises(ValueError, match="holds 3 images, expected 2"):
+        unpack_images(data, count=2)
+    for count in (4, 0xFFFFFFFF, 1 << 28):
+        with pytest.raises(ValueError, match="too many|add up"):
+            unpack_images(struct.pack("<I", count) + data[4:])
+    with pytest.raises(ValueError, match="add up"):
+        unpack_images(data[:8] + struct.pack("<I", 1 << 30) + data[12:])
+    with pytest.raises(ValueError, match="shorter"):
+        unpack_images(b"\x01")

@@ -108,3 +108,82 @@ def test_prune_global_magnitude():
     pruned_size = len(pack(quantize_state_dict(model.state_dict())))
     full_size = len(pack(quantize_state_dict(before)))
     assert pruned_size < 0.75 * full_size
+
+
+# -- forged payloads (an archive is untrusted input) ----------------------------------------------
+def _parts(data: bytes):
+    import json
+    import zlib
+
+    from nvrloader.compress import quant
+    _, _, meta_len, side_len = quant._HEADER.unpack_from(data)
+    pos = quant._HEADER.size
+    return json.loads(zlib.decompress(data[pos:pos + meta_len])), data[pos + meta_len:pos + meta_len + side_len], \
+        data[pos + meta_len + side_len:]
+
+
+def _join(header, side: bytes, stream: bytes, raw_header: bytes | None = None) -> bytes:
+    import json
+    import zlib
+
+    from nvrloader.compress import quant
+    packed = zlib.compress(raw_header if raw_header is not None else json.dumps(header).encode())
+    return quant._HEADER.pack(quant._MAGIC, quant._PACK_VERSION, len(packed), len(side)) + packed + side + stream
+
+
+@pytest.fixture
+def packed():
+    return pack(quantize_state_dict(_tiny_model().state_dict()))
+
+
+def test_expected_shapes_are_enforced_before_decoding(packed):
+    shapes = {k: tuple(v.shape) for k, v in _tiny_model().state_dict().items()}
+    assert set(unpack(packed, shapes=shapes)) == set(shapes)
+    with pytest.raises(ValueError, match=r"other tensors than expected \(0.weight"):
+        unpack(packed, shapes={**shapes, "0.weight": (32, 3, 3, 4)})
+    with pytest.raises(ValueError, match="absent"):
+        unpack(packed, shapes={k: v for k, v in shapes.items() if k != "5.bias"})
+
+
+@pytest.mark.parametrize("field, value, match", [
+    (1, [2 ** 20, 2 ** 20], "elements|shape"),   # 1.28 TB once dequantised
+    (1, [-1, 3], "invalid shape"),
+    (1, [1.5], "invalid shape"),
+    (2, "complex64", "invalid dtype"),
+    (3, "pickle", "invalid dtype/mode"),
+    (4, float("nan"), "invalid bits"),
+    (4, 40, "invalid bits"),
+    (5, "object", "invalid dtype/mode/storage"),
+    (0, 7, "name must be"),
+])
+def test_forged_header_fields_are_refused(packed, field, value, match):
+    header, side, stream = _parts(packed)
+    header[0][field] = value
+    with pytest.raises(ValueError, match=match):
+        unpack(_join(header, side, stream))
+
+
+def test_forged_sizes_are_refused(packed):
+    header, side, stream = _parts(packed)
+    with pytest.raises(ValueError, match="parameters"):
+        unpack(_join(header, side[:-2], stream))
+    with pytest.raises(ValueError, match="twice"):
+        unpack(_join([header[0], header[0]], side, stream))
+    with pytest.raises(ValueError, match="inflates to more than"):  # a zip bomb as the header
+        unpack(_join(None, side, stream, raw_header=b" " * (1 << 25)))
+    with pytest.raises(ValueError, match="truncated or corrupted"):
+        unpack(packed[:20])
+
+
+def test_non_finite_parameters_are_refused(packed):
+    header, side, stream = _parts(packed)
+    quantised = next(i for i, entry in enumerate(header) if entry[3] in ("tensor", "channel"))
+    offset = 0
+    for entry in header[:quantised]:
+        rows = entry[1][0] if entry[3] == "channel" else 1
+        offset += (2 * rows if entry[3] in ("tensor", "channel") else int(np.prod(entry[1]))) * \
+            np.dtype(entry[5]).itemsize
+    forged = bytearray(side)
+    forged[offset:offset + 2] = np.array([np.inf], "<f2").tobytes()
+    with pytest.raises(ValueError, match="non-finite"):
+        unpack(_join(header, bytes(forged), stream))

@@ -64,7 +64,7 @@ class Keyframes:
                                      leave=False, disable=not progress)):
             frames = store.frames(vid, keyframe_indices(store.num_frames(vid), clip_len))
             streams = [images.encode_image(f, self.codec, self.quality) for f in frames]
-            payloads.append(images.pack_streams(streams))
+            payloads.append(images.pack_images(streams))
             decoded[i] = np.stack([images.decode_image(s, self.codec) for s in streams])
         return payloads, decoded
 

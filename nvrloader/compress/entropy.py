@@ -17,6 +17,11 @@ The frequency table is the empirical histogram scaled to a total of about ``2**P
 per stream to minimise table bytes + coded bytes, so a short stream gets a coarse (small) table and
 a long one a fine table whose rounding loss is negligible; the decoder needs only the table, which
 it normalises itself.
+
+A stream may come from an untrusted archive: every number read from it is bounded (varints to 64
+bits, the symbol count to ``max_count`` or the caller's ``count``, offsets to int64, frequencies)
+*before* anything is allocated or handed to constriction, whose Rust code aborts the process on an
+impossible allocation rather than raising.
 """
 from __future__ import annotations
 
@@ -24,6 +29,10 @@ import constriction
 import numpy as np
 
 MAX_ALPHABET = 1 << 17  # enough for 16-bit quantisation symbols centred on their zero point
+MAX_SYMBOLS = 1 << 28  # what a stream may declare when the caller does not know the count
+_MAX_FREQUENCY = 1 << 24  # stored frequencies scale to at most 2**16; anything far above is forged
+_VARINT_BYTES = 10  # a 64-bit value
+_INT64 = (-(1 << 63), (1 << 63) - 1)
 _PRECISIONS = range(4, 17)
 _WORD = np.dtype("<u4")
 
@@ -38,7 +47,7 @@ def _put_varint(out: bytearray, value: int) -> None:
 
 def _get_varint(data: bytes, pos: int) -> tuple[int, int]:
     value, shift = 0, 0
-    while True:
+    for _ in range(_VARINT_BYTES):
         if pos >= len(data):
             raise ValueError("entropy stream truncated inside a varint")
         byte = data[pos]
@@ -47,6 +56,7 @@ def _get_varint(data: bytes, pos: int) -> tuple[int, int]:
         if byte < 0x80:
             return value, pos
         shift += 7
+    raise ValueError(f"entropy stream has a varint longer than {_VARINT_BYTES} bytes (corrupted)")
 
 
 def _zigzag(value: int) -> int:
@@ -89,6 +99,8 @@ def _read_table(data: bytes, pos: int, size: int) -> tuple[np.ndarray, int]:
         if value == 0:
             run, pos = _get_varint(data, pos)
             i += run + 1
+        elif value > _MAX_FREQUENCY:
+            raise ValueError(f"entropy stream has a frequency of {value} (max {_MAX_FREQUENCY}; corrupted)")
         else:
             freqs[i] = value
             i += 1
@@ -153,10 +165,19 @@ def encode_symbols(symbols: np.ndarray) -> bytes:
     return bytes(out)
 
 
-def decode_symbols(data: bytes) -> np.ndarray:
-    """Inverse of :func:`encode_symbols`: the symbols as a flat int64 array."""
-    count, pos = _get_varint(data, 0)
-    if count == 0:
+def decode_symbols(data: bytes, count: int | None = None, max_count: int = MAX_SYMBOLS) -> np.ndarray:
+    """Inverse of :func:`encode_symbols`: the symbols as a flat int64 array.
+
+    ``count``, when the caller knows it (e.g. from a payload header), must equal the stream's own;
+    otherwise the stream may declare at most ``max_count`` symbols. Either way the count is checked
+    before the output is allocated.
+    """
+    declared, pos = _get_varint(data, 0)
+    if count is not None and declared != count:
+        raise ValueError(f"entropy stream declares {declared} symbols, its container expects {count}")
+    if declared > max_count:
+        raise ValueError(f"entropy stream declares {declared} symbols (max {max_count}; corrupted)")
+    if declared == 0:
         return np.zeros(0, dtype=np.int64)
     zig, pos = _get_varint(data, pos)
     low = _unzigzag(zig)
@@ -164,6 +185,9 @@ def decode_symbols(data: bytes) -> np.ndarray:
     size = size_minus_one + 1
     if size > MAX_ALPHABET:
         raise ValueError(f"entropy stream declares an alphabet of {size} symbols (max {MAX_ALPHABET})")
+    if low < _INT64[0] or low + size - 1 > _INT64[1]:
+        raise ValueError(f"entropy stream declares symbols {low}..{low + size - 1}, outside int64 (corrupted)")
+    count = declared
     if size == 1:
         return np.full(count, low, dtype=np.int64)
     freqs, pos = _read_table(data, pos, size)
@@ -172,7 +196,10 @@ def decode_symbols(data: bytes) -> np.ndarray:
     words = np.frombuffer(data, dtype=_WORD, offset=pos).astype(np.uint32)
     try:
         decoded = constriction.stream.stack.AnsCoder(words).decode(_model(freqs), count)
-    except Exception as exc:  # noqa: BLE001 - constriction reports corrupt input with varying types
-        raise ValueError(f"entropy stream is corrupted: {exc}") from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - constriction reports corrupt input with varying types,
+        # a Rust panic among them (pyo3's PanicException derives from BaseException)
+        raise ValueError(f"entropy stream is corrupted: {type(exc).__name__}: {exc}") from None
     return decoded.astype(np.int64) + low
 

@@ -24,12 +24,18 @@ bare ``hevc``/``av1`` bitstreams are much better at equal bytes (64x80, ~450 B: 
 
 Size limits: ``hevc`` needs both sides >= 16 px, and even sides for 4:2:0; ``av1`` needs both
 sides >= 4 px (odd sides are fine); ``avif`` and ``png`` take any size.
+
+Decoding treats its input as untrusted (it comes from an archive): Pillow may only use the stored
+codec's own format (an EPS keyframe would otherwise start Ghostscript, BMP bytes labelled avif
+would decode), the image size is checked against the expected one before pixels are decoded, and
+any failure of the image libraries becomes a ValueError.
 """
 from __future__ import annotations
 
 import io
 import os
 from fractions import Fraction
+from typing import Sequence
 
 import av
 import numpy as np
@@ -50,6 +56,8 @@ _VIDEO = {
     "av1": ("libsvtav1", "libdav1d", 63, 4, ("4:2:0",), {"preset": "8"}),
 }
 _PIX_FMT = {"4:2:0": "yuv420p", "4:4:4": "yuv444p"}
+_PILLOW_FORMATS = {"avif": ("AVIF",), "png": ("PNG",)}  # the only formats Image.open may try per codec
+MAX_IMAGES = 1 << 20  # image streams in one packed payload
 _YUV = {"src_colorspace": "ITU601", "src_color_range": "MPEG", "interpolation": "AREA"}
 
 
@@ -100,6 +108,13 @@ def _decode_video_frame(data: bytes, codec: str) -> np.ndarray:
     return frames[0].reformat(format="rgb24", **_YUV).to_ndarray()
 
 
+def _decode_pillow_image(data: bytes, codec: str, size: tuple[int, int] | None) -> np.ndarray:
+    with Image.open(io.BytesIO(data), formats=list(_PILLOW_FORMATS[codec])) as image:
+        if size is not None and image.size != (size[1], size[0]):
+            raise ValueError(f"image is {image.size[1]}x{image.size[0]}, expected {size[0]}x{size[1]}")
+        return np.asarray(image.convert("RGB"))
+
+
 def encode_image(frame: np.ndarray, codec: str = "avif", quality: int = 50,
                  subsampling: str | None = None) -> bytes:
     """Compress one uint8 [H, W, 3] RGB frame; ``quality`` 0..100 (ignored by png)."""
@@ -116,17 +131,22 @@ def encode_image(frame: np.ndarray, codec: str = "avif", quality: int = 50,
     return buffer.getvalue()
 
 
-def decode_image(data: bytes, codec: str) -> np.ndarray:
-    """Inverse of :func:`encode_image`: uint8 [H, W, 3] RGB."""
+def decode_image(data: bytes, codec: str, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Inverse of :func:`encode_image`: uint8 [H, W, 3] RGB; ``size`` (H, W), if given, must match."""
     if codec not in CODECS:
         raise ValueError(f"unknown image codec {codec!r}; choose from {', '.join(CODECS)}")
     try:
         if codec in _VIDEO:
-            return _decode_video_frame(data, codec)
-        with Image.open(io.BytesIO(data)) as image:
-            return np.asarray(image.convert("RGB"))
-    except (OSError, av.error.FFmpegError) as exc:
-        raise ValueError(f"cannot decode {codec} image ({len(data)} bytes): {exc}") from None
+            frame = _decode_video_frame(data, codec)
+        else:
+            frame = _decode_pillow_image(data, codec, size)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - Pillow raises SyntaxError, struct.error, ...; PyAV its own
+        raise ValueError(f"cannot decode {codec} image ({len(data)} bytes): {type(exc).__name__}: {exc}") from None
+    if size is not None and frame.shape[:2] != tuple(size):
+        raise ValueError(f"{codec} image is {frame.shape[0]}x{frame.shape[1]}, expected {size[0]}x{size[1]}")
+    return frame
 
 
 def encode_images(frames: np.ndarray, codec: str = "avif", quality: int = 50,
@@ -136,23 +156,36 @@ def encode_images(frames: np.ndarray, codec: str = "avif", quality: int = 50,
             for frame in tqdm(frames, desc=f"{codec} keyframes", disable=not progress, leave=False)]
 
 
-def decode_images(blobs: list[bytes], codec: str) -> np.ndarray:
+def decode_images(blobs: list[bytes], codec: str, size: tuple[int, int] | None = None) -> np.ndarray:
     """Inverse of :func:`encode_images`: uint8 [N, H, W, 3] (all frames must share one size)."""
-    frames = [decode_image(blob, codec) for blob in blobs]
+    frames = [decode_image(blob, codec, size) for blob in blobs]
     if not frames:
         raise ValueError("decode_images needs at least one image")
+    if len({frame.shape for frame in frames}) > 1:
+        raise ValueError(f"{codec} images differ in size: {sorted({frame.shape[:2] for frame in frames})}")
     return np.stack(frames)
 
 
-def pack_streams(streams: list[bytes]) -> bytes:
+def pack_images(streams: Sequence[bytes]) -> bytes:
     """Several image bitstreams in one payload: a uint32 count and lengths, then the streams."""
     head = np.array([len(streams), *map(len, streams)], dtype="<u4").tobytes()
     return head + b"".join(streams)
 
 
-def unpack_streams(data: bytes) -> list[bytes]:
-    """Inverse of :func:`pack_streams`."""
-    count = int(np.frombuffer(data[:4], dtype="<u4")[0])
-    lengths = np.frombuffer(data[4:4 + 4 * count], dtype="<u4")
-    ends = 4 + 4 * count + np.cumsum(lengths)
-    return [data[e - n:e] for e, n in zip(ends, lengths)]
+def unpack_images(data: bytes, count: int | None = None) -> list[bytes]:
+    """Inverse of :func:`pack_images`; the count (``count`` if the caller knows it) and the lengths
+    must account for every byte, checked before anything is sliced."""
+    if len(data) < 4:
+        raise ValueError(f"packed images payload is {len(data)} bytes, shorter than its count")
+    declared = int(np.frombuffer(data[:4], dtype="<u4")[0])
+    if count is not None and declared != count:
+        raise ValueError(f"packed images payload holds {declared} images, expected {count}")
+    if declared > MAX_IMAGES or 4 + 4 * declared > len(data):
+        raise ValueError(f"packed images payload declares {declared} images, too many for its {len(data)} bytes")
+    lengths = np.frombuffer(data[4:4 + 4 * declared], dtype="<u4").astype(np.int64)
+    head = 4 + 4 * declared
+    if head + int(lengths.sum()) != len(data):
+        raise ValueError(f"packed images payload lengths add up to {int(lengths.sum())} bytes, "
+                         f"it holds {len(data) - head}")
+    ends = head + np.cumsum(lengths)
+    return [data[e - n:e] for e, n in zip(ends.tolist(), lengths.tolist())]

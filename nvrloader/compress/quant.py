@@ -34,7 +34,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -43,10 +43,19 @@ from torch import nn
 from .entropy import decode_symbols, encode_symbols, entropy_bits
 
 GRANULARITIES = ("auto", "tensor", "channel")
-_MODES = ("tensor", "channel", "float16", "raw")
 _MAGIC = b"NVRQ"
 _PACK_VERSION = 1
 _HEADER = struct.Struct("<4sBII")  # magic, version, len(zlib JSON), len(side blob)
+# Bounds for reading a payload that may be forged (see unpack_state).
+MAX_ELEMENTS = 1 << 28  # all tensors of one payload; the largest preset (nerv ucf-L) has 127M weights
+MAX_TENSORS = 1 << 16
+_MAX_HEADER = 1 << 24  # inflated header bytes
+_MAX_NAME = 1024
+_MAX_DIMS = 8
+_TORCH_DTYPES = ("float32", "float16", "bfloat16", "float64", "int64", "int32", "int16", "int8", "uint8", "bool")
+_FLOATS = ("float16", "float32", "float64")
+_STORED = {"tensor": _FLOATS, "channel": _FLOATS, "float16": ("float16",),
+           "raw": (*_FLOATS, "int64", "int32", "int16", "int8", "uint8", "bool")}
 
 
 @dataclass
@@ -236,46 +245,133 @@ def pack(qs: QuantizedState) -> bytes:
     return _HEADER.pack(_MAGIC, _PACK_VERSION, len(meta), len(side)) + meta + bytes(side) + stream
 
 
-def unpack_state(data: bytes) -> QuantizedState:
-    """Inverse of :func:`pack`, before dequantisation."""
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parse_entry(item: Any) -> tuple[str, tuple[int, ...], str, str, float, np.dtype]:
+    """One header entry, every field checked (the payload may be forged): why it is refused, if it is."""
+    if not isinstance(item, list) or len(item) != 6:
+        raise ValueError(f"quantised payload has a malformed header entry {str(item)[:80]}")
+    name, shape, dtype, mode, bits, stored = item
+    label = f"quantised payload entry {str(name)[:80]!r}"
+    if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME:
+        raise ValueError(f"{label}: name must be a string of 1..{_MAX_NAME} characters")
+    if (not isinstance(shape, list) or len(shape) > _MAX_DIMS
+            or not all(_is_int(d) and 0 <= d <= MAX_ELEMENTS for d in shape)):
+        raise ValueError(f"{label}: invalid shape {str(shape)[:80]}")
+    if not all(isinstance(v, str) for v in (dtype, mode, stored)) or dtype not in _TORCH_DTYPES \
+            or mode not in _STORED or stored not in _STORED[mode]:
+        raise ValueError(f"{label}: invalid dtype/mode/storage ({str(dtype)[:20]}, {str(mode)[:20]}, "
+                         f"{str(stored)[:20]})")
+    quantised = mode in ("tensor", "channel")
+    if not _is_number(bits) or not (1 <= bits <= 16 if quantised else 0 <= bits <= 16):
+        raise ValueError(f"{label}: invalid bits {bits!r}")
+    numel = math.prod(shape)
+    if numel > MAX_ELEMENTS or (quantised and numel == 0) or (mode == "channel" and len(shape) < 2):
+        raise ValueError(f"{label}: shape {shape} cannot be stored as {mode}")
+    return name, tuple(shape), dtype, mode, float(bits), np.dtype(stored).newbyteorder("<")
+
+
+def _read_header(data: bytes, pos: int, length: int) -> list:
+    """The zlib-compressed JSON header, decompressed to at most ``_MAX_HEADER`` bytes (no zip bomb)."""
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(data[pos:pos + length], _MAX_HEADER)
+        if inflater.unconsumed_tail:
+            raise ValueError(f"header inflates to more than {_MAX_HEADER} bytes")
+        header = json.loads(text)
+    except (zlib.error, ValueError) as exc:
+        raise ValueError(f"quantised payload has a corrupted header: {exc}") from None
+    if not isinstance(header, list) or len(header) > MAX_TENSORS:
+        raise ValueError(f"quantised payload header must list at most {MAX_TENSORS} tensors")
+    return header
+
+
+def _check_shapes(entries: list, shapes: Mapping[str, Sequence[int]]) -> None:
+    got = {name: shape for name, shape, *_ in entries}
+    want = {name: tuple(int(d) for d in shape) for name, shape in shapes.items()}
+    if got != want:
+        wrong = sorted(n for n in got.keys() | want.keys() if got.get(n) != want.get(n))[:3]
+        detail = ", ".join(f"{n}: {got.get(n, 'absent')} instead of {want.get(n, 'absent')}" for n in wrong)
+        raise ValueError(f"quantised payload holds other tensors than expected ({detail})")
+
+
+def _check_values(name: str, entry: QuantizedTensor) -> None:
+    """Refuse what no encoder writes: non-finite parameters or values, symbols outside the levels."""
+    floats = [a for a in (entry.low, entry.scale, entry.values) if a is not None and a.dtype.kind == "f"]
+    if any(not np.isfinite(a).all() for a in floats) or (entry.scale is not None and (entry.scale < 0).any()):
+        raise ValueError(f"quantised payload entry {name!r} holds non-finite or negative parameters")
+    if entry.symbols is not None:
+        zero = _zero_points(entry.low, entry.scale, entry.bits)
+        rows = entry.symbols.reshape(zero.size, -1)
+        if (rows.min(axis=1) < -zero).any() or (rows.max(axis=1) > _levels(entry.bits) - zero).any():
+            raise ValueError(f"quantised payload entry {name!r} has symbols outside its {entry.bits}-bit range")
+
+
+def unpack_state(data: bytes, shapes: Mapping[str, Sequence[int]] | None = None,
+                 max_elements: int = MAX_ELEMENTS) -> QuantizedState:
+    """Inverse of :func:`pack`, before dequantisation.
+
+    The payload may come from an untrusted archive: every size in it is checked against the
+    payload's length, ``max_elements`` and (if given) the ``shapes`` the caller expects, before
+    anything is allocated or entropy-decoded. Raises ValueError.
+    """
     if len(data) < _HEADER.size:
         raise ValueError("quantised payload is truncated (shorter than its header)")
     magic, version, meta_len, side_len = _HEADER.unpack_from(data)
     if magic != _MAGIC or version != _PACK_VERSION:
         raise ValueError(f"not a quantised payload (magic {magic!r}, version {version})")
     pos = _HEADER.size
-    try:
-        header = json.loads(zlib.decompress(data[pos:pos + meta_len]))
-    except (zlib.error, ValueError) as exc:
-        raise ValueError(f"quantised payload has a corrupted header: {exc}") from None
+    if pos + meta_len + side_len > len(data):
+        raise ValueError(f"quantised payload declares {meta_len} + {side_len} header bytes, "
+                         f"has {len(data) - pos} (truncated or corrupted)")
+    entries = [_parse_entry(item) for item in _read_header(data, pos, meta_len)]
+    if len({name for name, *_ in entries}) != len(entries):
+        raise ValueError("quantised payload names a tensor twice")
+    if shapes is not None:
+        _check_shapes(entries, shapes)
+    total = sum(math.prod(shape) for _, shape, *_ in entries)
+    if total > max_elements:
+        raise ValueError(f"quantised payload declares {total} elements (max {max_elements})")
+    side_need = sum((2 * (shape[0] if mode == "channel" else 1) if mode in ("tensor", "channel")
+                     else math.prod(shape)) * stored.itemsize for _, shape, _, mode, _, stored in entries)
+    if side_need != side_len:
+        raise ValueError(f"quantised payload has {side_len} bytes of parameters, its header needs {side_need}")
     pos += meta_len
     side = memoryview(data)[pos:pos + side_len]
-    symbols = decode_symbols(data[pos + side_len:])
+    coded = sum(math.prod(shape) for _, shape, _, mode, _, _ in entries if mode in ("tensor", "channel"))
+    symbols = decode_symbols(data[pos + side_len:], count=coded)
     tensors, side_pos, sym_pos = {}, 0, 0
-    for name, shape, dtype, mode, bits, stored in header:
-        if mode not in _MODES or np.dtype(stored).kind not in "biuf":
-            raise ValueError(f"quantised payload has an invalid entry for {name!r} ({mode}, {stored})")
-        entry = QuantizedTensor(tuple(shape), dtype, mode, bits)
-        stored_dtype = np.dtype(stored).newbyteorder("<")
+    for name, shape, dtype, mode, bits, stored in entries:
+        entry = QuantizedTensor(shape, dtype, mode, bits)
         if mode in ("tensor", "channel"):
             rows = shape[0] if mode == "channel" else 1
-            params = np.frombuffer(side, stored_dtype, 2 * rows, side_pos).astype(stored)
+            params = np.frombuffer(side, stored, 2 * rows, side_pos).astype(stored.newbyteorder("="))
             side_pos += params.nbytes
             entry.low, entry.scale = params[:rows], params[rows:]
             entry.symbols = symbols[sym_pos:sym_pos + entry.numel]
             sym_pos += entry.numel
         else:
-            entry.values = np.frombuffer(side, stored_dtype, entry.numel, side_pos).astype(stored).reshape(shape)
-            side_pos += entry.values.nbytes
+            values = np.frombuffer(side, stored, entry.numel, side_pos)
+            entry.values = values.astype(stored.newbyteorder("=")).reshape(shape)
+            side_pos += values.nbytes
+        _check_values(name, entry)
         tensors[name] = entry
-    if side_pos != side_len or sym_pos != symbols.size:
-        raise ValueError("quantised payload sizes do not match its header (corrupted)")
     return QuantizedState(tensors)
 
 
-def unpack(data: bytes) -> dict[str, torch.Tensor]:
-    """Bytes from :func:`pack` -> dequantised tensors, identical to ``dequantize`` of the original."""
-    return dequantize(unpack_state(data))
+def unpack(data: bytes, shapes: Mapping[str, Sequence[int]] | None = None,
+           max_elements: int = MAX_ELEMENTS) -> dict[str, torch.Tensor]:
+    """Bytes from :func:`pack` -> dequantised tensors, identical to ``dequantize`` of the original.
+
+    ``shapes`` (name -> shape) makes a payload holding any other tensors an error before decoding.
+    """
+    return dequantize(unpack_state(data, shapes, max_elements))
 
 
 # -- pruning -------------------------------------------------------------------------------------

@@ -11,11 +11,7 @@ import numpy as np
 import torch
 
 from nvrloader.archive import Archive, ArchiveError
-
-
-def video_key(video: int) -> str:
-    """Payload name of archive video ``video`` (zero-padded so names sort in video order)."""
-    return f"{video:06d}"
+from nvrloader.meta_schema import video_key
 
 
 class Decoder(ABC):

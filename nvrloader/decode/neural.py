@@ -12,7 +12,7 @@ from torch import nn
 from nvrloader.archive import Archive
 from nvrloader.compress import images, quant
 from nvrloader.decode.base import Decoder, register_decoder, video_key
-from nvrloader.decode.layouts import LAYOUTS, FrameTable, TimeLayout, to_float
+from nvrloader.decode.layouts import LAYOUTS, FrameTable, TimeLayout, keyframe_indices, to_float
 from nvrloader.models import list_models, model_family
 
 
@@ -43,28 +43,38 @@ class NeuralDecoder(Decoder):
         super().__init__(archive, device, half)
         cfg = self.config
         family = model_family(cfg["model"])
-        self.model = family.model(**cfg["model_config"]).to(device).eval()
-        load_stored_state(self.model, {k: v.to(device) for k, v in
-                                       quant.unpack(archive.get("model", "weights")).items()})
+        with archive.decoding("model/weights"):  # shapes from a meta-device model bound the payload
+            with torch.device("meta"):
+                probe = family.model(**cfg["model_config"])
+            shapes = {k: v.shape for k, v in stored_state(probe).items()}
+            state = quant.unpack(archive.get("model", "weights"), shapes=shapes)
+            self.model = family.model(**cfg["model_config"]).to(device).eval()
+            load_stored_state(self.model, {k: v.to(device) for k, v in state.items()})
         if half:
             self.model.half()
         table = FrameTable(tuple(int(v["num_frames"]) for v in self.meta["videos"]))
         self.layout: TimeLayout = LAYOUTS[family.layout](table, cfg.get("clip_len", 8))
+        self._size = (self.meta["height"], self.meta["width"])
         self._embeddings: list[torch.Tensor] | None = None
         self._keyframes: OrderedDict[int, torch.Tensor] = OrderedDict()
 
     def embeddings(self, video: int) -> torch.Tensor:
         if self._embeddings is None:
-            allemb = quant.unpack(self.archive.get("embeddings", "all"))["embeddings"].to(self.device)
+            with self.archive.decoding("embeddings/all"):
+                shape = (self.layout.table.total, *self.model.embedding_shape)
+                allemb = quant.unpack(self.archive.get("embeddings", "all"),
+                                      shapes={"embeddings": shape})["embeddings"].to(self.device)
             self._embeddings = list(allemb.split(list(self.layout.table.num_frames)))
         return self._embeddings[video]
 
     def keyframes(self, video: int) -> torch.Tensor:
         if video not in self._keyframes:
             codec = self.config["keyframes"]["codec"]
-            streams = images.unpack_streams(self.archive.get("keyframes", video_key(video)))
-            frames = np.stack([images.decode_image(s, codec) for s in streams])
-            self._keyframes[video] = to_float(frames).to(self.device)
+            with self.archive.decoding(f"keyframes/{video_key(video)}"):
+                count = len(keyframe_indices(self.layout.table.num_frames[video], self.layout.clip_len))
+                streams = images.unpack_images(self.archive.get("keyframes", video_key(video)), count)
+                frames = images.decode_images(streams, codec, self._size)
+                self._keyframes[video] = to_float(frames).to(self.device)
             if len(self._keyframes) > self.keyframe_cache:
                 self._keyframes.popitem(last=False)
         self._keyframes.move_to_end(video)
@@ -72,4 +82,5 @@ class NeuralDecoder(Decoder):
 
     @torch.no_grad()
     def decode(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[torch.Tensor]:
-        return self.layout.decode(self.model, requests, self.device, self)
+        with self.archive.decoding("model/weights (forward pass)"):
+            return self.layout.decode(self.model, requests, self.device, self)
