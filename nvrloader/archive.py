@@ -212,11 +212,6 @@ class Archive:
             self._pid = os.getpid()
         return self._file
 
-    def reopen(self) -> None:
-        """Drop the current handle and open the file afresh (e.g. in a DataLoader worker)."""
-        self._close_handle()
-        self._handle()
-
     def __getstate__(self) -> dict[str, Any]:
         return {"path": str(self.path), "verified": sorted(self._verified)}
 
@@ -356,29 +351,18 @@ class Archive:
         with self._reading("the group list"):
             return [key for key in self._handle().keys() if key != META]
 
-    def names(self, group: str) -> list[str]:
-        """Payload names of ``group`` in write order; empty if the group is absent."""
-        with self._reading(f"group {group}"):
-            file = self._handle()
-            return list(file[group].keys()) if group != META and group in file else []
-
-    def get(self, group: str, name: str, verify: bool = True,
-            index: slice | np.ndarray | None = None) -> bytes | np.ndarray:
-        """One payload: ``bytes`` or an array. ``index`` reads only those rows (axis 0) of an array."""
+    def get(self, group: str, name: str) -> bytes | np.ndarray:
+        """One payload: ``bytes`` or an array, its checksum checked on the first read."""
         key = (group, name)
         with self._reading(f"payload {group}/{name}"):
             dset = self._dataset(group, name)
             kind = self._kind(key, dset)
-            if verify and key not in self._verified:
+            if key not in self._verified:
                 if _sha256_dataset(dset) != dset.attrs["sha256"]:
                     raise ArchiveError(f"{self.path}: checksum mismatch in payload {group}/{name} "
                                        "(file tampered or corrupted)")
                 self._verified.add(key)
-            if kind == "bytes":
-                if index is not None:
-                    raise ArchiveError(f"{self.path}: payload {group}/{name} is bytes; index applies to arrays")
-                return dset[()].tobytes()
-            return dset[()] if index is None else _read_rows(dset, index)
+            return dset[()].tobytes() if kind == "bytes" else dset[()]
 
     def _dataset(self, group: str, name: str) -> h5py.Dataset:
         file = self._handle()
@@ -486,21 +470,6 @@ def _check_members(path: Path, group: str, item: h5py.Group) -> dict[str, tuple[
 
 def _nbytes(dataset_id: h5py.h5d.DatasetID) -> int:
     return int(dataset_id.get_space().get_simple_extent_npoints()) * dataset_id.get_type().get_size()
-
-
-def _read_rows(dset: h5py.Dataset, index: slice | np.ndarray) -> np.ndarray:
-    """Rows of a dataset in the order asked, repeats allowed (h5py itself needs sorted unique indices)."""
-    if isinstance(index, slice):
-        return dset[index]
-    idx = np.asarray(index, dtype=np.int64)
-    if idx.ndim != 1:
-        raise ValueError(f"index must be 1-D, got shape {idx.shape}")
-    rows = dset.shape[0]
-    if idx.size and (idx.min() < -rows or idx.max() >= rows):
-        raise IndexError(f"row index out of range for {rows} rows")
-    idx = np.where(idx < 0, idx + rows, idx)
-    unique, inverse = np.unique(idx, return_inverse=True)
-    return dset[unique][inverse] if unique.size else dset[0:0]
 
 
 def open_archive(path: str | os.PathLike) -> Archive:

@@ -75,9 +75,10 @@ def _neural(name: str, clip_len: int) -> tuple[Any, dict[str, Any]]:
 
 def build(kind: str, path: Path) -> Path:
     """A tiny valid archive of ``kind`` (one of KINDS), written with the archive's own writer."""
-    from nvrloader.codecs.layouts import keyframe_indices
-    from nvrloader.codecs.neural import pack_weights, stored_state
-    from nvrloader.video import encode_frames
+    from nvrloader.decode.layouts import keyframe_indices
+    from nvrloader.codecs.neural import pack_weights
+    from nvrloader.decode.neural import stored_state
+    from nvrloader.video_encode import encode_frames
 
     with ArchiveWriter(path, kind) as writer:
         config: dict[str, Any] = {}
@@ -310,7 +311,7 @@ def mutate_kind(rng: np.random.Generator, path: Path) -> str:
 
 def mutate_stream(rng: np.random.Generator, path: Path) -> str:
     """An H.264 stream swapped for another container or codec, a playlist, or frames of another size."""
-    from nvrloader.video import encode_frames
+    from nvrloader.video_encode import encode_frames
 
     name = video_key(int(rng.integers(len(VIDEOS))))
     n = VIDEOS[int(name)][0]
@@ -392,7 +393,7 @@ def exercise(path: str) -> dict[str, Any]:
     import torch
 
     from nvrloader.archive import ArchiveError, open_archive
-    from nvrloader.codecs import open_decoder
+    from nvrloader.decode import open_decoder
     from nvrloader.dataset import NVRDataset
     from nvrloader.eval import size_report
 

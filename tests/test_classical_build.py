@@ -63,7 +63,7 @@ def test_report_bpp_is_payload_bytes(built):
 def test_h264_decode_matches_pyav(built):
     out, _, _, _ = built
     with open_archive(out / "h264.nvr") as archive:
-        stream = archive.get("streams", archive.names("streams")[0])
+        stream = archive.get("streams", "000000")
         decoder = open_decoder(archive, torch.device("cpu"))
         ours = decoder.decode([(0, np.arange(archive.meta["videos"][0]["num_frames"]))])[0]
     with av.open(io.BytesIO(stream)) as container:

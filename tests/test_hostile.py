@@ -15,7 +15,8 @@ import torch
 
 import hostile
 from nvrloader.archive import ArchiveError, open_archive
-from nvrloader.codecs import codec_names, open_decoder
+from nvrloader.codecs import codec_names
+from nvrloader.decode import open_decoder
 from nvrloader.dataset import NVRDataset
 from nvrloader.meta_schema import CODEC_SCHEMAS
 
@@ -200,7 +201,7 @@ def test_keyframe_of_another_size_is_refused(copy):
 def test_stream_in_another_container_or_codec_is_refused(copy, stream):
     path = copy("h264")
     if stream == "mpeg4":
-        from nvrloader.video import encode_frames
+        from nvrloader.video_encode import encode_frames
         stream = encode_frames(hostile.frames(0, 5), 2.0, "mpeg4", {})
     hostile.write_payload(path, "streams", "000000", stream)
     with open_archive(path) as archive, pytest.raises(ArchiveError, match="streams/000000"):
