@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from nvrloader import bench
-from nvrloader.build import FrameSpec, build_archive, parse_resolution
+from nvrloader.build import FrameSpec, build_archive
+from nvrloader.cliargs import parse_resolution
 from nvrloader.codecs.options import CodecOptions, KeyframeOptions, NeuralOptions
 from nvrloader.reporting import save_figure, write_json
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from nvrloader.cliargs import parse_resolution
+
 DEMO = {"classes": 6, "videos_per_class": 12, "seed": 0}
 DEFAULT_CODEC = "dnerv"
 SPLITS = (1, 2, 3)
@@ -182,28 +184,16 @@ def build_archive(source: str | os.PathLike | None, output: str | os.PathLike, c
 
 # ----------------------------------------------------------------------------- command line
 
-def parse_resolution(text: str) -> tuple[int, int]:
-    """'256x320' -> (256, 320): height first, as the papers write it."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"resolution must look like 256x320 (HxW), got {text!r}") from None
-    if h <= 0 or w <= 0:
-        raise argparse.ArgumentTypeError(f"resolution must be positive, got {text!r}")
-    return h, w
-
-
 def build_parser() -> tuple[argparse.ArgumentParser, dict[str, set[str]]]:
     from nvrloader.codecs.options import add_option_arguments, codec_options
     from nvrloader.reporting import default_cache_dir
 
     spec = FrameSpec()
-    ap = argparse.ArgumentParser(prog="python -m nvrloader.build", description=__doc__.splitlines()[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m nvrloader.build", description=__doc__.splitlines()[0])
     ap.add_argument("src", nargs="?", help="dataset folder (UCF101 layout, class folders or loose videos); "
                     "omit for the synthetic sample dataset")
     ap.add_argument("-o", "--output", type=Path, help="archive to write (default: <codec>.nvr)")
-    ap.add_argument("--codec", default=DEFAULT_CODEC, choices=list(codec_options()), help="codec to build")
+    ap.add_argument("--codec", default=DEFAULT_CODEC, choices=list(codec_options()), help=f"codec to build (default {DEFAULT_CODEC})")
     ap.add_argument("--demo", action="store_true", help="build on the synthetic sample dataset")
     # frame flags default to None so that --match can tell an explicit value from a default
     ap.add_argument("--fps", type=float, help=f"frames per second taken from each video (default {spec.fps:g}, "
@@ -216,14 +206,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, set[str]]]:
     ap.add_argument("--target-bpp", type=float, help="size the codec so the archive lands at this bpp")
     ap.add_argument("--match", type=Path, help="take the frames (fps, resolution, resize mode, split, subset) "
                     "and the bpp of an existing archive")
-    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto: the GPU if there is one)")
     ap.add_argument("--resume", action="store_true", help="continue an interrupted build")
     ap.add_argument("--force", action="store_true", help="overwrite an existing archive")
     ap.add_argument("--keep-checkpoint", action="store_true", help="keep OUT.ckpt/ (fit checkpoints) after a "
                     "completed fit (a fit stopped by --time-budget always keeps it, to --resume)")
     ap.add_argument("--report", type=Path, help="report JSON (default: OUT.json next to the archive)")
-    ap.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="frame stores, sample dataset "
-                    "($NVRLOADER_CACHE)")
+    ap.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="frame stores and the sample dataset "
+                    "(default $NVRLOADER_CACHE or ~/.cache/nvrloader: %(default)s)")
     ap.add_argument("--no-eval", action="store_true", help="skip the PSNR/MS-SSIM pass in the report")
     owners = add_option_arguments(ap, codec_options())
     return ap, owners

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from nvrloader.cliargs import parse_resolution
 from nvrloader.video_encode import write_video
 
 # (class name, motion, direction); a pair shares the motion and has opposite directions.
@@ -343,19 +344,19 @@ def generate(out_dir: Path, classes: int = 6, videos_per_class: int = 12, seed: 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m nvrloader.synth", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", type=Path, help="folder to create (UCF-101/ and ucfTrainTestlist/ inside)")
-    parser.add_argument("--classes", type=int, default=6, help=f"number of classes, at most {len(CLASSES)}")
-    parser.add_argument("--videos-per-class", type=int, default=12)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--classes", type=int, default=6, help=f"number of classes, at most {len(CLASSES)} (default 6)")
+    parser.add_argument("--videos-per-class", type=int, default=12, help="videos per class (default 12)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--duration", type=float, nargs=2, default=(4.0, 8.0), metavar=("MIN", "MAX"),
-                        help="clip length range in seconds")
-    parser.add_argument("--size", type=int, nargs=2, default=(240, 320), metavar=("H", "W"),
-                        help="frame size (UCF101: 240 320)")
+                        help="clip length range in seconds (default 4 8)")
+    parser.add_argument("--resolution", type=parse_resolution, default=(240, 320),
+                        help="frame size HxW (default 240x320, UCF101's)")
     parser.add_argument("--workers", type=int, default=None,
                         help="processes (default: one per CPU, or 1 for a small dataset)")
     args = parser.parse_args(argv)
     try:
         out = generate(args.out_dir, classes=args.classes, videos_per_class=args.videos_per_class,
-                       seed=args.seed, size=tuple(args.size), duration=tuple(args.duration), workers=args.workers)
+                       seed=args.seed, size=args.resolution, duration=tuple(args.duration), workers=args.workers)
     except (ValueError, FileExistsError) as e:
         parser.error(str(e))
     print(out)

@@ -38,6 +38,8 @@ def _non_default(field: dataclasses.Field, kind: type):
         return next(c for c in reversed(meta["choices"]) if c != field.default)
     if kind is str:
         return "S"
+    if kind is bool:
+        return not field.default
     low = meta.get("low") or 0
     high = meta.get("high")
     value = kind(2 if field.default is None else field.default + 1)

@@ -74,7 +74,7 @@ def test_deterministic_for_a_seed_and_cli_matches(tmp_path):
     small = {"classes": 2, "videos_per_class": 2, "size": (48, 64), "duration": (0.3, 0.4), "progress": False}
     a = generate(tmp_path / "a", seed=3, workers=1, **small)
     main([str(tmp_path / "b"), "--classes", "2", "--videos-per-class", "2", "--seed", "3",
-          "--duration", "0.3", "0.4", "--size", "48", "64"])
+          "--duration", "0.3", "0.4", "--resolution", "48x64"])
     c = generate(tmp_path / "c", seed=4, workers=1, **small)
 
     def contents(root):

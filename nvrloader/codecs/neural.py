@@ -89,7 +89,7 @@ class NeuralCodec(Codec):
     distributed = True
 
     def validate(self, options: CodecOptions, resolution: tuple[int, int]) -> None:
-        extra = {"clip_len": options.clip_len} if isinstance(options, KeyframeOptions) else {}
+        extra = options.model_overrides() if isinstance(options, KeyframeOptions) else {}
         try:
             with torch.device("meta"):
                 create_model(self.name, options.size, resolution, **extra)
@@ -116,7 +116,7 @@ class NeuralCodec(Codec):
         training = training_for(family.layout, table, clip_len)
         target_bytes = budget.target_bytes
         resolution = (store.height, store.width)
-        extra = {"clip_len": clip_len} if isinstance(opts, KeyframeOptions) else {}
+        extra = opts.model_overrides() if isinstance(opts, KeyframeOptions) else {}
 
         # 1. keyframes first: their decoded (lossy) pixels are the D-NeRV model's training input
         keyframe_payloads: list[bytes] = []

@@ -88,6 +88,19 @@ class KeyframeOptions(NeuralOptions):
     keyframe_share: float = option(0.75, "share of a target bpp budget given to D-NeRV keyframes (the paper's)",
                                    low=0.01, high=0.99)
     clip_len: int = option(8, "D-NeRV clip length in frames", low=2, high=64)
+    # the paper's ablation switches (None: the model's default)
+    rgb_residual: bool | None = option(None, "D-NeRV RGB head predicts a correction to the warped keyframes")
+    fusion: str | None = option(None, "D-NeRV content fusion: SAF or U-Net-style concatenation",
+                                choices=("saf", "concat"))
+    gtmlp: bool | None = option(None, "D-NeRV global temporal MLP")
+    flow: bool | None = option(None, "D-NeRV flow-warped keyframe content (off: blended without warping)")
+    multiscale_flow: bool | None = option(None, "D-NeRV flow at every scale (off: one coarse flow, resized)")
+
+    def model_overrides(self) -> dict[str, Any]:
+        """Constructor arguments of the D-NeRV model these options set (clip length and switches)."""
+        switches = ("rgb_residual", "fusion", "gtmlp", "flow", "multiscale_flow")
+        return {"clip_len": self.clip_len,
+                **{k: getattr(self, k) for k in switches if getattr(self, k) is not None}}
 
 
 # Neural options by a model family's layout: a new family with an existing layout needs nothing here.
@@ -112,6 +125,16 @@ def _scalar_type(cls: type, name: str) -> type:
     return args[0] if args else hint
 
 
+def parse_bool(text: str) -> bool:
+    """'true'/'false' (also yes/no, on/off, 1/0) from the command line."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -131,7 +154,8 @@ def add_option_arguments(parser: argparse.ArgumentParser, families: dict[str, ty
                 names = "/".join(c for c, k in families.items() if issubclass(k, owner_cls))
                 group = groups.setdefault(owner_cls, parser.add_argument_group(f"{names} options"))
                 default = "" if f.default is None else f" (default: {f.default})"
-                group.add_argument(flag(f.name), dest=f.name, type=_scalar_type(cls, f.name),
+                kind = _scalar_type(cls, f.name)
+                group.add_argument(flag(f.name), dest=f.name, type=parse_bool if kind is bool else kind,
                                    choices=f.metadata.get("choices"), help=f.metadata["help"] + default)
             owners.setdefault(f.name, set()).add(codec)
     return owners
