@@ -129,3 +129,22 @@ def test_rgb_residual_starts_from_blended_keyframes():
     plain.load_state_dict(model.state_dict())
     assert not torch.allclose(plain({"t": torch.rand(1, 8), "offset": offset, "span": torch.tensor([8.0]),
                                      "keyframes": keyframes}), expected, atol=1e-2)
+
+
+def test_single_scale_flow_is_rescaled_in_fp32():
+    flow = torch.full((1, 4, 2, 3), 1.3).bfloat16()
+    up = DNeRV._upsample_flow(flow, (8, 12))
+    assert up.dtype == torch.float32
+    torch.testing.assert_close(up, torch.full((1, 4, 8, 12), 4 * float(flow[0, 0, 0, 0])))
+
+
+def test_forward_under_bf16_autocast_is_close_to_fp32():
+    """Coordinates, angles and statistics in fp32: autocast only costs bf16 rounding of activations."""
+    torch.manual_seed(0)
+    model = create_model("dnerv", "tiny128").eval()
+    batch = clip_batch(model)
+    with torch.no_grad():
+        reference = model(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(batch)
+    assert (out.float() - reference).abs().mean() < 2e-2

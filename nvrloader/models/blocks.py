@@ -36,6 +36,9 @@ class PositionalEncoding(nn.Module):
 
     Input of any shape [...]; output [..., 2 * levels]. Frequencies are a non-persistent buffer:
     they follow the module across devices but are not stored in checkpoints (they are config).
+    They stay fp32 even when the model is cast to fp16/bf16 (b^i pi overflows fp16 beyond i ~ 45
+    and rounds to 3 digits in bf16), and the angles are computed in fp32; only the output takes
+    the input's reduced precision, so a half-precision model still gets a half-precision input.
     """
 
     def __init__(self, base: float, levels: int):
@@ -44,19 +47,40 @@ class PositionalEncoding(nn.Module):
             raise ValueError(f"PositionalEncoding: levels must be >= 1, got {levels}")
         self.base = float(base)
         self.levels = int(levels)
-        freqs = math.pi * self.base ** torch.arange(self.levels, dtype=torch.float64)
-        self.register_buffer("freqs", freqs.float(), persistent=False)
+        self.register_buffer("freqs", self._frequencies(torch.get_default_device()), persistent=False)
+
+    def _frequencies(self, device: torch.device) -> torch.Tensor:
+        freqs = math.pi * self.base ** torch.arange(self.levels, dtype=torch.float64, device="cpu")
+        return freqs.float().to(device)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """Follow ``.to(device)`` but never ``.half()``/``.to(dtype)``: rebuild the fp32 frequencies."""
+        super()._apply(fn, recurse)
+        self.freqs = self._frequencies(self.freqs.device)
+        return self
 
     @property
     def dim(self) -> int:
         return 2 * self.levels
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        angles = t.unsqueeze(-1).float() * self.freqs
-        return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+        wide = compute_dtype(t.dtype)
+        angles = t.unsqueeze(-1).to(wide) * self.freqs.to(wide)
+        out = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+        return out.to(t.dtype) if t.is_floating_point() else out
 
     def extra_repr(self) -> str:
         return f"base={self.base}, levels={self.levels}"
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """At least fp32: coordinates, angles and normalisation statistics are never computed in fp16/bf16."""
+    return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
+
+
+def instance_norm(x: torch.Tensor) -> torch.Tensor:
+    """Instance normalisation with fp32 statistics (bf16 means lose ~0.1 std on offset inputs); output in x's dtype."""
+    return F.instance_norm(x.to(compute_dtype(x.dtype))).to(x.dtype)
 
 
 def mlp(dims: Sequence[int], act: str = "gelu", act_last: bool = True) -> nn.Sequential:
@@ -107,16 +131,21 @@ def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Backward-warp ``features`` [N, C, H, W] by ``flow`` [N, 2, H, W] given in pixels (x, y).
 
     Output pixel p samples ``features`` at p + flow(p), bilinear, border padding (as D-NeRV does).
+    The sampling grid is built and sampled in (at least) fp32 whatever the flow's dtype: in bf16,
+    integer coordinates above 256 round to even numbers (up to 1.6 px off at 320 wide). The
+    output has the features' dtype.
     """
     n, _, h, w = flow.shape
-    ys = torch.arange(h, device=flow.device, dtype=flow.dtype)
-    xs = torch.arange(w, device=flow.device, dtype=flow.dtype)
+    wide = compute_dtype(torch.promote_types(features.dtype, flow.dtype))
+    ys = torch.arange(h, device=flow.device, dtype=wide)
+    xs = torch.arange(w, device=flow.device, dtype=wide)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    flow = flow.to(wide)
     x = (gx + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
     y = (gy + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
     grid = torch.stack((x, y), dim=-1)
-    return F.grid_sample(features, grid.to(features.dtype), mode="bilinear", padding_mode="border",
-                         align_corners=True)
+    out = F.grid_sample(features.to(wide), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.to(features.dtype)
 
 
 def to_unit_range(x: torch.Tensor, kind: str) -> torch.Tensor:

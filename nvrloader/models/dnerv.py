@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, initial_grid, make_activation, mlp,
-                                     stage_channels, warp)
+from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, compute_dtype, initial_grid, instance_norm,
+                                     make_activation, mlp, stage_channels, warp)
 from nvrloader.models.registry import register_model
 
 # RGB statistics of UCF101 used by the authors to normalise keyframes and de-normalise outputs.
@@ -168,7 +168,7 @@ class DNeRV(nn.Module):
         content = F.interpolate(pyramid[0].view(b, 2, -1, *self.grid).transpose(1, 2), size=(n, *self.grid),
                                 mode="trilinear", align_corners=False).transpose(1, 2)
         x = torch.cat((x, content), dim=2).transpose(1, 2)            # [B, C, T, h0, w0]
-        x = F.instance_norm(x).transpose(1, 2).reshape(b * n, -1, *self.grid)
+        x = instance_norm(x).transpose(1, 2).reshape(b * n, -1, *self.grid)
 
         flow = coarse = None
         for i, feats in enumerate(pyramid):
@@ -187,10 +187,14 @@ class DNeRV(nn.Module):
 
     @staticmethod
     def _upsample_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        """A pixel-unit flow resized to ``size``: displacements scale with the resolution."""
+        """A pixel-unit flow resized to ``size``: displacements scale with the resolution.
+
+        Resized in (at least) fp32, like the warp that consumes it: a bf16 flow times the scale
+        would round displacements of a few pixels by up to 1/32 px."""
         if tuple(size) == tuple(flow.shape[-2:]):
             return flow
         scale = size[0] / flow.shape[-2]
+        flow = flow.to(compute_dtype(flow.dtype))
         return F.interpolate(flow, size=tuple(size), mode="bilinear", align_corners=False) * scale
 
     @staticmethod

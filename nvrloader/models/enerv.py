@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, UpgradedNeRVBlock, initial_grid,
+from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, UpgradedNeRVBlock, initial_grid, instance_norm,
                                      make_activation, mlp, stage_channels, to_unit_range)
 from nvrloader.models.registry import register_model
 
@@ -102,5 +102,5 @@ class ENeRV(nn.Module):
         style_t = self.norm_t(gamma_t)
         for style, block in zip(self.styles, self.blocks):
             sigma, mu = style(style_t)[..., None, None].chunk(2, dim=1)
-            x = block(F.instance_norm(x) * sigma + mu)
+            x = block(instance_norm(x) * sigma + mu)
         return to_unit_range(self.head(x), self.output).view(b, n, 3, *self.resolution)
