@@ -148,3 +148,23 @@ def test_forward_under_bf16_autocast_is_close_to_fp32():
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = model(batch)
     assert (out.float() - reference).abs().mean() < 2e-2
+
+
+def xavier_bound(conv: torch.nn.Conv2d) -> float:
+    fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(conv.weight)
+    return (6 / (fan_in + fan_out)) ** 0.5
+
+
+@pytest.mark.parametrize("fusion", ["saf", "concat"])
+def test_official_init_of_up_sampling_and_saf_convs(fusion):
+    """The authors' DNeRVBlock: xavier-uniform weights, zero biases (SAF and up-sampling conv only)."""
+    model = build(fusion=fusion)
+    convs = [stage.up.conv for stage in model.stages] + [stage.saf for stage in model.stages if stage.saf is not None]
+    assert len(convs) == len(model.stages) * (2 if fusion == "saf" else 1)
+    for conv in convs:
+        bound, w = xavier_bound(conv), conv.weight.abs().max().item()
+        assert 0.9 * bound < w <= bound, (conv, w, bound)
+        assert torch.count_nonzero(conv.bias) == 0
+    # the heads and the content encoder keep PyTorch's defaults (as in the authors' code)
+    assert all(torch.count_nonzero(head[0].bias) > 0 for head in model.flow_heads)
+    assert torch.count_nonzero(model.encoder.stem[0].bias) > 0

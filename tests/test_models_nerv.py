@@ -120,3 +120,17 @@ def test_state_dict_round_trip_rebuilds_the_same_decoder(name):
     batch = make_batch(model, batch=1)
     with torch.no_grad():
         torch.testing.assert_close(twin(batch), model(batch))
+
+
+@pytest.mark.parametrize("name", ["nerv", "enerv", "hnerv", "snerv"])
+def test_other_families_keep_pytorch_default_init(name):
+    """The NeRV, E-NeRV, HNeRV and SNeRV authors' decoders use PyTorch's default (kaiming-uniform, a=sqrt 5)
+    init: bound 1 / sqrt(fan_in), non-zero biases. Only D-NeRV's authors re-initialise (xavier)."""
+    torch.manual_seed(0)
+    model = create_model(name, "tiny")
+    blocks = model.decoder.stages if hasattr(model, "decoder") else model.blocks
+    conv = blocks[-1].conv
+    fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(conv.weight)
+    bound = fan_in ** -0.5
+    assert 0.9 * bound < conv.weight.abs().max().item() <= bound
+    assert torch.count_nonzero(conv.bias) > 0

@@ -107,6 +107,17 @@ class NeRVBlock(nn.Module):
         return self.act(self.shuffle(self.conv(x)))
 
 
+def xavier_init_(module: nn.Module) -> nn.Module:
+    """Xavier-uniform weights and zero biases for every conv in ``module``: the D-NeRV authors' init of
+    their up-sampling and SAF convs (NeRV, E-NeRV, HNeRV and SNeRV keep PyTorch's defaults)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
 class UpgradedNeRVBlock(nn.Module):
     """E-NeRV's block: conv(C1 -> C0 s^2) -> PixelShuffle(s) -> conv(C0 -> C2) -> activation.
 

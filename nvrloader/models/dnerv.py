@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, compute_dtype, initial_grid, instance_norm,
-                                     make_activation, mlp, stage_channels, warp)
+                                     make_activation, mlp, stage_channels, warp, xavier_init_)
 from nvrloader.models.registry import register_model
 
 # RGB statistics of UCF101 used by the authors to normalise keyframes and de-normalise outputs.
@@ -81,16 +81,20 @@ class GTMLP(nn.Module):
 
 
 class DNeRVStage(nn.Module):
-    """Fuse the warped content (SAF or concat) -> conv -> PixelShuffle -> GELU -> GTMLP residual."""
+    """Fuse the warped content (SAF or concat) -> conv -> PixelShuffle -> GELU -> GTMLP residual.
+
+    The SAF and up-sampling convs start xavier-uniform with zero biases, as in the authors' code
+    (their ``DNeRVBlock._init_weights``); the GTMLP keeps the grouped conv's default init.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, content_ch: int, clip_len: int,
                  fusion: str = "saf", gtmlp: bool = True, act: str = "gelu"):
         super().__init__()
         self.fusion = fusion
         self.clip_len = clip_len
-        self.saf = nn.Conv2d(content_ch, 2 * in_ch, 1) if fusion == "saf" else None
+        self.saf = xavier_init_(nn.Conv2d(content_ch, 2 * in_ch, 1)) if fusion == "saf" else None
         conv_in = in_ch if fusion == "saf" else in_ch + content_ch
-        self.up = NeRVBlock(conv_in, out_ch, stride, act=act)
+        self.up = xavier_init_(NeRVBlock(conv_in, out_ch, stride, act=act))
         self.gtmlp = GTMLP(out_ch, clip_len) if gtmlp else None
 
     def forward(self, x: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
