@@ -193,6 +193,41 @@ def total_stride(strides: Sequence[int]) -> int:
     return math.prod(int(s) for s in strides)
 
 
+# Auto strides aim at an embedding grid of at least this many cells (2x4 in both papers).
+MIN_EMBED_CELLS = 8
+MAX_STAGES = 5
+
+
+def auto_strides(model: str, size: Sequence[int], min_stages: int = 1) -> tuple[int, ...]:
+    """The papers' stride rule, for any resolution: the largest total stride that divides H and W,
+    has prime factors <= 5 and leaves at least ``MIN_EMBED_CELLS`` embedding cells, split into at most
+    five strides by merging 2s into 4s (640x1280 -> 5,4,4,2,2; 960x1920 -> 5,4,4,3,2; 320x640 -> 5,4,2,2,2)."""
+    h, w = (int(v) for v in size)
+    g = math.gcd(h, w)
+    for total in sorted((d for d in range(1, g + 1) if g % d == 0), reverse=True):
+        factors = _prime_factors(total)
+        if max(factors, default=1) > 5 or (h // total) * (w // total) < MIN_EMBED_CELLS:
+            continue
+        while len(factors) > MAX_STAGES:
+            factors = sorted(factors, reverse=True)
+            factors = factors[:-2] + [factors[-1] * factors[-2]]
+        if len(factors) >= min_stages:
+            return tuple(sorted(factors, reverse=True))
+    raise ValueError(f"{model}: no stride list fits the resolution {h}x{w}: height and width need a common "
+                     f"factor of {2 ** min_stages} or more made of 2s, 3s and 5s (e.g. 64x80, 128x160, 256x320, "
+                     f"640x1280); pass strides=... to choose them yourself")
+
+
+def _prime_factors(n: int) -> list[int]:
+    factors, p = [], 2
+    while n > 1:
+        while n % p == 0:
+            factors.append(p)
+            n //= p
+        p += 1
+    return factors
+
+
 def initial_grid(model: str, resolution: Sequence[int], strides: Sequence[int]) -> tuple[int, int]:
     """The h0 x w0 feature grid a decoder starts from, or a ValueError naming valid resolutions."""
     if len(resolution) != 2:

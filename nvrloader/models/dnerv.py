@@ -23,6 +23,7 @@ from torch import nn
 from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, compute_dtype, initial_grid, instance_norm,
                                      make_activation, mlp, stage_channels, warp, xavier_init_)
 from nvrloader.models.registry import register_model
+from nvrloader.models.sizing import Ramp, Scaling, grid_strides
 
 # RGB statistics of UCF101 used by the authors to normalise keyframes and de-normalise outputs.
 UCF101_MEAN = (0.3986, 0.3829, 0.3546)
@@ -125,6 +126,13 @@ class DNeRV(nn.Module):
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"
     SIDE_INFO = "keyframes"
+    # Budget sizing: paper widths from 16M weights on (S/M/L are above), the time embedding (positional
+    # levels, stem) shrinking fastest below; 40k weights -> 24 levels, stem 48, content 12, floor 6.
+    SCALING = Scaling(ramps={"pe_levels": Ramp(24, 240, 16e6, floor=8), "stem_dim": Ramp(48, 512, 16e6, floor=16),
+                             "content_dim": Ramp(12, 64, 16e6, floor=4), "lower_width": Ramp(6, 32, 16e6, floor=4)},
+                      fine="stem_dim", fine_floor=8, alternate="content_dim", strides=grid_strides)
+    PARTS = (("gtmlp", r"\.gtmlp\."), ("time_embedding", r"^stem\."), ("content_encoder", r"^encoder\."),
+             ("stages", r"^stages\."), ("heads", r"^(flow_heads|rgb_head)\."))
 
     def __init__(self, resolution: Sequence[int] = (256, 320), fc_dim: int = 198,
                  strides: Sequence[int] = (4, 2, 2, 2, 2), expansion: float = 2.0, lower_width: int = 32,
