@@ -108,9 +108,11 @@ def minimum_params(name: str, cfg: dict[str, Any], pinned: Iterable[str] = (), s
     scaling: Scaling = model_class(name).SCALING
     pinned = frozenset(pinned)
 
+    smallest = {} if scaling.width in pinned else {scaling.width: 1}
+
     def feasible(p: int) -> bool:  # as fit_budget, but only width 1 needs to fit (two counts per candidate)
         ramped = _ramped(name, p, scaling, cfg, pinned)
-        return any(_land(name, p, scaling, {**cand, scaling.width: 1}, pinned | {scaling.width}) is not None
+        return any(_land(name, p, scaling, {**cand, **smallest}, pinned | {scaling.width}) is not None
                    for cand in _alternates(scaling, ramped, pinned)[1])
 
     hi = max(int(start), 1000)
@@ -188,7 +190,7 @@ def _land(name: str, params: int, scaling: Scaling, cfg: dict[str, Any], pinned:
             miss = params - base
             value = target
             if abs(miss) > LANDING * params:
-                slope = _count(name, **{**trial, fine: target + 1}) - base
+                slope = max(1, _count(name, **{**trial, fine: target + 1}) - base)
                 value += int(math.copysign(math.ceil((abs(miss) - LANDING * params) / slope), miss))
             if value < scaling.fine_floor:
                 continue
