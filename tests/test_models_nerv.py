@@ -134,3 +134,17 @@ def test_other_families_keep_pytorch_default_init(name):
     bound = fan_in ** -0.5
     assert 0.9 * bound < conv.weight.abs().max().item() <= bound
     assert torch.count_nonzero(conv.bias) > 0
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_half_precision_model_decodes_like_fp32(name):
+    """``--half`` decoding casts the model and its inputs to fp16: the PE must keep fp32 frequencies
+    (1.25^i pi overflows fp16) and hand the stem an fp16 input."""
+    torch.manual_seed(0)
+    model = create_model(name, "tiny").eval()
+    batch = make_batch(model, batch=1)
+    with torch.no_grad():
+        reference = model(batch)
+        out = model.half()({k: v.half() for k, v in batch.items()})
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    assert (out.float() - reference).abs().max() < 0.05
