@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, UpgradedNeRVBlock, initial_grid,
-                                     make_activation, mlp, stage_channels, to_unit_range, warp)
+                                     instance_norm, make_activation, mlp, stage_channels, to_unit_range, warp)
 
 
 def n_params(module: torch.nn.Module) -> int:
@@ -94,3 +94,51 @@ def test_small_helpers():
     torch.testing.assert_close(to_unit_range(x, "sigmoid"), torch.tensor([0.0, 0.5, 1.0]))
     with pytest.raises(ValueError, match="output activation"):
         to_unit_range(x, "relu")
+
+
+def test_warp_grid_stays_exact_under_bf16_autocast():
+    """At 256x320 a bf16 grid rounds x = 257..319 to even numbers (up to 1.6 px off); the grid must be fp32."""
+    h, w = 256, 320
+    ramp = torch.arange(w, dtype=torch.float32).expand(1, 1, h, w).contiguous()   # feature = its x coordinate
+    flow = torch.zeros(1, 2, h, w)
+    flow[:, 0] = 0.25                                     # exactly representable in bf16
+    conv = torch.nn.Conv2d(2, 2, 1)                       # an fp32 op that autocast turns bf16
+    with torch.no_grad():
+        conv.weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+        conv.bias.zero_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16_flow = conv(flow)
+        assert bf16_flow.dtype == torch.bfloat16
+        out = warp(ramp, bf16_flow)
+    expected = (torch.arange(w) + 0.25).clamp(max=w - 1).expand(1, 1, h, w)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, expected, atol=1e-3, rtol=0)
+    torch.testing.assert_close(out, warp(ramp, flow), atol=1e-4, rtol=0)
+    # a bf16 flow outside autocast as well: same fp32 grid, output in the features' dtype
+    torch.testing.assert_close(warp(ramp, flow.bfloat16()), expected, atol=1e-3, rtol=0)
+    assert warp(ramp.bfloat16(), flow).dtype == torch.bfloat16
+
+
+def test_positional_encoding_keeps_fp32_frequencies_in_half_models():
+    """``model.half()`` must not cast the frequencies: 1.25^i pi overflows fp16 from i ~ 45 (NeRV uses 80)."""
+    pe = PositionalEncoding(1.25, 80)
+    t = torch.tensor([0.0, 0.125, 0.5])
+    reference = pe(t)
+    pe.half()
+    assert pe.freqs.dtype == torch.float32
+    out = pe(t.half())
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    low = slice(0, 2 * 40)                       # levels whose angles are meaningful in fp32
+    torch.testing.assert_close(out[:, low].float(), reference[:, low], atol=2e-3, rtol=0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        torch.testing.assert_close(PositionalEncoding(1.25, 80)(t), reference)
+
+
+def test_instance_norm_statistics_are_fp32():
+    """bf16 statistics of an offset input are off by ~0.1 std; fp32 statistics only round the output."""
+    torch.manual_seed(0)
+    x = (torch.randn(2, 8, 16, 20) * 3 + 100).bfloat16()
+    out = instance_norm(x)
+    assert out.dtype == torch.bfloat16
+    expected = torch.nn.functional.instance_norm(x.float())
+    torch.testing.assert_close(out.float(), expected, atol=2e-2, rtol=0)

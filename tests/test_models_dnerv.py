@@ -129,3 +129,42 @@ def test_rgb_residual_starts_from_blended_keyframes():
     plain.load_state_dict(model.state_dict())
     assert not torch.allclose(plain({"t": torch.rand(1, 8), "offset": offset, "span": torch.tensor([8.0]),
                                      "keyframes": keyframes}), expected, atol=1e-2)
+
+
+def test_single_scale_flow_is_rescaled_in_fp32():
+    flow = torch.full((1, 4, 2, 3), 1.3).bfloat16()
+    up = DNeRV._upsample_flow(flow, (8, 12))
+    assert up.dtype == torch.float32
+    torch.testing.assert_close(up, torch.full((1, 4, 8, 12), 4 * float(flow[0, 0, 0, 0])))
+
+
+def test_forward_under_bf16_autocast_is_close_to_fp32():
+    """Coordinates, angles and statistics in fp32: autocast only costs bf16 rounding of activations."""
+    torch.manual_seed(0)
+    model = create_model("dnerv", "tiny128").eval()
+    batch = clip_batch(model)
+    with torch.no_grad():
+        reference = model(batch)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(batch)
+    assert (out.float() - reference).abs().mean() < 2e-2
+
+
+def xavier_bound(conv: torch.nn.Conv2d) -> float:
+    fan_in, fan_out = torch.nn.init._calculate_fan_in_and_fan_out(conv.weight)
+    return (6 / (fan_in + fan_out)) ** 0.5
+
+
+@pytest.mark.parametrize("fusion", ["saf", "concat"])
+def test_official_init_of_up_sampling_and_saf_convs(fusion):
+    """The authors' DNeRVBlock: xavier-uniform weights, zero biases (SAF and up-sampling conv only)."""
+    model = build(fusion=fusion)
+    convs = [stage.up.conv for stage in model.stages] + [stage.saf for stage in model.stages if stage.saf is not None]
+    assert len(convs) == len(model.stages) * (2 if fusion == "saf" else 1)
+    for conv in convs:
+        bound, w = xavier_bound(conv), conv.weight.abs().max().item()
+        assert 0.9 * bound < w <= bound, (conv, w, bound)
+        assert torch.count_nonzero(conv.bias) == 0
+    # the heads and the content encoder keep PyTorch's defaults (as in the authors' code)
+    assert all(torch.count_nonzero(head[0].bias) > 0 for head in model.flow_heads)
+    assert torch.count_nonzero(model.encoder.stem[0].bias) > 0

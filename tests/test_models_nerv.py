@@ -120,3 +120,31 @@ def test_state_dict_round_trip_rebuilds_the_same_decoder(name):
     batch = make_batch(model, batch=1)
     with torch.no_grad():
         torch.testing.assert_close(twin(batch), model(batch))
+
+
+@pytest.mark.parametrize("name", ["nerv", "enerv", "hnerv", "snerv"])
+def test_other_families_keep_pytorch_default_init(name):
+    """The NeRV, E-NeRV, HNeRV and SNeRV authors' decoders use PyTorch's default (kaiming-uniform, a=sqrt 5)
+    init: bound 1 / sqrt(fan_in), non-zero biases. Only D-NeRV's authors re-initialise (xavier)."""
+    torch.manual_seed(0)
+    model = create_model(name, "tiny")
+    blocks = model.decoder.stages if hasattr(model, "decoder") else model.blocks
+    conv = blocks[-1].conv
+    fan_in, _ = torch.nn.init._calculate_fan_in_and_fan_out(conv.weight)
+    bound = fan_in ** -0.5
+    assert 0.9 * bound < conv.weight.abs().max().item() <= bound
+    assert torch.count_nonzero(conv.bias) > 0
+
+
+@pytest.mark.parametrize("name", FAMILY)
+def test_half_precision_model_decodes_like_fp32(name):
+    """``--half`` decoding casts the model and its inputs to fp16: the PE must keep fp32 frequencies
+    (1.25^i pi overflows fp16) and hand the stem an fp16 input."""
+    torch.manual_seed(0)
+    model = create_model(name, "tiny").eval()
+    batch = make_batch(model, batch=1)
+    with torch.no_grad():
+        reference = model(batch)
+        out = model.half()({k: v.half() for k, v in batch.items()})
+    assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    assert (out.float() - reference).abs().max() < 0.05

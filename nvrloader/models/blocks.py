@@ -36,6 +36,9 @@ class PositionalEncoding(nn.Module):
 
     Input of any shape [...]; output [..., 2 * levels]. Frequencies are a non-persistent buffer:
     they follow the module across devices but are not stored in checkpoints (they are config).
+    They stay fp32 even when the model is cast to fp16/bf16 (b^i pi overflows fp16 beyond i ~ 45
+    and rounds to 3 digits in bf16), and the angles are computed in fp32; only the output takes
+    the input's reduced precision, so a half-precision model still gets a half-precision input.
     """
 
     def __init__(self, base: float, levels: int):
@@ -44,19 +47,40 @@ class PositionalEncoding(nn.Module):
             raise ValueError(f"PositionalEncoding: levels must be >= 1, got {levels}")
         self.base = float(base)
         self.levels = int(levels)
-        freqs = math.pi * self.base ** torch.arange(self.levels, dtype=torch.float64)
-        self.register_buffer("freqs", freqs.float(), persistent=False)
+        self.register_buffer("freqs", self._frequencies(torch.get_default_device()), persistent=False)
+
+    def _frequencies(self, device: torch.device) -> torch.Tensor:
+        freqs = math.pi * self.base ** torch.arange(self.levels, dtype=torch.float64, device="cpu")
+        return freqs.float().to(device)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        """Follow ``.to(device)`` but never ``.half()``/``.to(dtype)``: rebuild the fp32 frequencies."""
+        super()._apply(fn, recurse)
+        self.freqs = self._frequencies(self.freqs.device)
+        return self
 
     @property
     def dim(self) -> int:
         return 2 * self.levels
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        angles = t.unsqueeze(-1).float() * self.freqs
-        return torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+        wide = compute_dtype(t.dtype)
+        angles = t.unsqueeze(-1).to(wide) * self.freqs.to(wide)
+        out = torch.stack((angles.sin(), angles.cos()), dim=-1).flatten(-2)
+        return out.to(t.dtype) if t.is_floating_point() else out
 
     def extra_repr(self) -> str:
         return f"base={self.base}, levels={self.levels}"
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """At least fp32: coordinates, angles and normalisation statistics are never computed in fp16/bf16."""
+    return torch.promote_types(dtype, torch.float32) if dtype.is_floating_point else torch.float32
+
+
+def instance_norm(x: torch.Tensor) -> torch.Tensor:
+    """Instance normalisation with fp32 statistics (bf16 means lose ~0.1 std on offset inputs); output in x's dtype."""
+    return F.instance_norm(x.to(compute_dtype(x.dtype))).to(x.dtype)
 
 
 def mlp(dims: Sequence[int], act: str = "gelu", act_last: bool = True) -> nn.Sequential:
@@ -83,6 +107,17 @@ class NeRVBlock(nn.Module):
         return self.act(self.shuffle(self.conv(x)))
 
 
+def xavier_init_(module: nn.Module) -> nn.Module:
+    """Xavier-uniform weights and zero biases for every conv in ``module``: the D-NeRV authors' init of
+    their up-sampling and SAF convs (NeRV, E-NeRV, HNeRV and SNeRV keep PyTorch's defaults)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return module
+
+
 class UpgradedNeRVBlock(nn.Module):
     """E-NeRV's block: conv(C1 -> C0 s^2) -> PixelShuffle(s) -> conv(C0 -> C2) -> activation.
 
@@ -107,16 +142,21 @@ def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Backward-warp ``features`` [N, C, H, W] by ``flow`` [N, 2, H, W] given in pixels (x, y).
 
     Output pixel p samples ``features`` at p + flow(p), bilinear, border padding (as D-NeRV does).
+    The sampling grid is built and sampled in (at least) fp32 whatever the flow's dtype: in bf16,
+    integer coordinates above 256 round to even numbers (up to 1.6 px off at 320 wide). The
+    output has the features' dtype.
     """
     n, _, h, w = flow.shape
-    ys = torch.arange(h, device=flow.device, dtype=flow.dtype)
-    xs = torch.arange(w, device=flow.device, dtype=flow.dtype)
+    wide = compute_dtype(torch.promote_types(features.dtype, flow.dtype))
+    ys = torch.arange(h, device=flow.device, dtype=wide)
+    xs = torch.arange(w, device=flow.device, dtype=wide)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+    flow = flow.to(wide)
     x = (gx + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
     y = (gy + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
     grid = torch.stack((x, y), dim=-1)
-    return F.grid_sample(features, grid.to(features.dtype), mode="bilinear", padding_mode="border",
-                         align_corners=True)
+    out = F.grid_sample(features.to(wide), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return out.to(features.dtype)
 
 
 def to_unit_range(x: torch.Tensor, kind: str) -> torch.Tensor:
@@ -151,6 +191,41 @@ def stage_channels(fc_dim: int, strides: Sequence[int], expansion: float, reduct
 
 def total_stride(strides: Sequence[int]) -> int:
     return math.prod(int(s) for s in strides)
+
+
+# Auto strides aim at an embedding grid of at least this many cells (2x4 in both papers).
+MIN_EMBED_CELLS = 8
+MAX_STAGES = 5
+
+
+def auto_strides(model: str, size: Sequence[int], min_stages: int = 1) -> tuple[int, ...]:
+    """The papers' stride rule, for any resolution: the largest total stride that divides H and W,
+    has prime factors <= 5 and leaves at least ``MIN_EMBED_CELLS`` embedding cells, split into at most
+    five strides by merging 2s into 4s (640x1280 -> 5,4,4,2,2; 960x1920 -> 5,4,4,3,2; 320x640 -> 5,4,2,2,2)."""
+    h, w = (int(v) for v in size)
+    g = math.gcd(h, w)
+    for total in sorted((d for d in range(1, g + 1) if g % d == 0), reverse=True):
+        factors = _prime_factors(total)
+        if max(factors, default=1) > 5 or (h // total) * (w // total) < MIN_EMBED_CELLS:
+            continue
+        while len(factors) > MAX_STAGES:
+            factors = sorted(factors, reverse=True)
+            factors = factors[:-2] + [factors[-1] * factors[-2]]
+        if len(factors) >= min_stages:
+            return tuple(sorted(factors, reverse=True))
+    raise ValueError(f"{model}: no stride list fits the resolution {h}x{w}: height and width need a common "
+                     f"factor of {2 ** min_stages} or more made of 2s, 3s and 5s (e.g. 64x80, 128x160, 256x320, "
+                     f"640x1280); pass strides=... to choose them yourself")
+
+
+def _prime_factors(n: int) -> list[int]:
+    factors, p = [], 2
+    while n > 1:
+        while n % p == 0:
+            factors.append(p)
+            n //= p
+        p += 1
+    return factors
 
 
 def initial_grid(model: str, resolution: Sequence[int], strides: Sequence[int]) -> tuple[int, int]:

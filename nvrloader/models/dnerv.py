@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, initial_grid, make_activation, mlp,
-                                     stage_channels, warp)
+from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, compute_dtype, initial_grid, instance_norm,
+                                     make_activation, mlp, stage_channels, warp, xavier_init_)
 from nvrloader.models.registry import register_model
+from nvrloader.models.sizing import Ramp, Scaling, grid_strides
 
 # RGB statistics of UCF101 used by the authors to normalise keyframes and de-normalise outputs.
 UCF101_MEAN = (0.3986, 0.3829, 0.3546)
@@ -81,16 +82,20 @@ class GTMLP(nn.Module):
 
 
 class DNeRVStage(nn.Module):
-    """Fuse the warped content (SAF or concat) -> conv -> PixelShuffle -> GELU -> GTMLP residual."""
+    """Fuse the warped content (SAF or concat) -> conv -> PixelShuffle -> GELU -> GTMLP residual.
+
+    The SAF and up-sampling convs start xavier-uniform with zero biases, as in the authors' code
+    (their ``DNeRVBlock._init_weights``); the GTMLP keeps the grouped conv's default init.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, content_ch: int, clip_len: int,
                  fusion: str = "saf", gtmlp: bool = True, act: str = "gelu"):
         super().__init__()
         self.fusion = fusion
         self.clip_len = clip_len
-        self.saf = nn.Conv2d(content_ch, 2 * in_ch, 1) if fusion == "saf" else None
+        self.saf = xavier_init_(nn.Conv2d(content_ch, 2 * in_ch, 1)) if fusion == "saf" else None
         conv_in = in_ch if fusion == "saf" else in_ch + content_ch
-        self.up = NeRVBlock(conv_in, out_ch, stride, act=act)
+        self.up = xavier_init_(NeRVBlock(conv_in, out_ch, stride, act=act))
         self.gtmlp = GTMLP(out_ch, clip_len) if gtmlp else None
 
     def forward(self, x: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
@@ -121,6 +126,13 @@ class DNeRV(nn.Module):
     }
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"
+    # Budget sizing: paper widths from 16M weights on (S/M/L are above), the time embedding (positional
+    # levels, stem) shrinking fastest below; 40k weights -> 24 levels, stem 48, content 12, floor 6.
+    SCALING = Scaling(ramps={"pe_levels": Ramp(24, 240, 16e6, floor=8), "stem_dim": Ramp(48, 512, 16e6, floor=16),
+                             "content_dim": Ramp(12, 64, 16e6, floor=4), "lower_width": Ramp(6, 32, 16e6, floor=4)},
+                      fine="stem_dim", fine_floor=8, alternate="content_dim", strides=grid_strides)
+    PARTS = (("gtmlp", r"\.gtmlp\."), ("time_embedding", r"^stem\."), ("content_encoder", r"^encoder\."),
+             ("stages", r"^stages\."), ("heads", r"^(flow_heads|rgb_head)\."))
 
     def __init__(self, resolution: Sequence[int] = (256, 320), fc_dim: int = 198,
                  strides: Sequence[int] = (4, 2, 2, 2, 2), expansion: float = 2.0, lower_width: int = 32,
@@ -168,7 +180,7 @@ class DNeRV(nn.Module):
         content = F.interpolate(pyramid[0].view(b, 2, -1, *self.grid).transpose(1, 2), size=(n, *self.grid),
                                 mode="trilinear", align_corners=False).transpose(1, 2)
         x = torch.cat((x, content), dim=2).transpose(1, 2)            # [B, C, T, h0, w0]
-        x = F.instance_norm(x).transpose(1, 2).reshape(b * n, -1, *self.grid)
+        x = instance_norm(x).transpose(1, 2).reshape(b * n, -1, *self.grid)
 
         flow = coarse = None
         for i, feats in enumerate(pyramid):
@@ -187,10 +199,14 @@ class DNeRV(nn.Module):
 
     @staticmethod
     def _upsample_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        """A pixel-unit flow resized to ``size``: displacements scale with the resolution."""
+        """A pixel-unit flow resized to ``size``: displacements scale with the resolution.
+
+        Resized in (at least) fp32, like the warp that consumes it: a bf16 flow times the scale
+        would round displacements of a few pixels by up to 1/32 px."""
         if tuple(size) == tuple(flow.shape[-2:]):
             return flow
         scale = size[0] / flow.shape[-2]
+        flow = flow.to(compute_dtype(flow.dtype))
         return F.interpolate(flow, size=tuple(size), mode="bilinear", align_corners=False) * scale
 
     @staticmethod

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, UpgradedNeRVBlock, initial_grid,
+from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, UpgradedNeRVBlock, initial_grid, instance_norm,
                                      make_activation, mlp, stage_channels, to_unit_range)
 from nvrloader.models.registry import register_model
+from nvrloader.models.sizing import Ramp, Scaling, grid_strides
 
 
 class TransformerBlock(nn.Module):
@@ -60,6 +61,16 @@ class ENeRV(nn.Module):
     }
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"
+    # Budget sizing: the paper's context widths from 3M weights on (the size of E-NeRV S), the time
+    # embedding and the transformers shrinking with the budget below.
+    SCALING = Scaling(ramps={"pe_levels": Ramp(16, 80, 3e6, floor=4), "stem_dim": Ramp(48, 512, 3e6, floor=16),
+                             "block_dim": Ramp(24, 256, 3e6, floor=8), "mlp_dim": Ramp(24, 128, 3e6, floor=8),
+                             "norm_dim": Ramp(16, 128, 3e6, floor=4), "dim_head": Ramp(4, 64, 3e6, floor=2),
+                             "lower_width": Ramp(6, 32, 3e6, floor=4)},
+                      fine="stem_dim", fine_floor=8, strides=grid_strides)
+    PARTS = (("time_embedding", r"^stem_t\."), ("spatial_context", r"^(stem_xy|spatial)\."),
+             ("fusion", r"^(fusion|to_conv)\."), ("temporal_norm", r"^(norm_t|styles)\."), ("stages", r"^blocks\."),
+             ("heads", r"^head\."))
 
     def __init__(self, resolution: Sequence[int] = (64, 80), fc_dim: int = 32, strides: Sequence[int] = (4, 2, 2),
                  expansion: float = 3.0, reduction: float | str = 2, lower_width: int = 16, block_dim: int = 256,
@@ -102,5 +113,5 @@ class ENeRV(nn.Module):
         style_t = self.norm_t(gamma_t)
         for style, block in zip(self.styles, self.blocks):
             sigma, mu = style(style_t)[..., None, None].chunk(2, dim=1)
-            x = block(F.instance_norm(x) * sigma + mu)
+            x = block(instance_norm(x) * sigma + mu)
         return to_unit_range(self.head(x), self.output).view(b, n, 3, *self.resolution)

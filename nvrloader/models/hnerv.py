@@ -22,43 +22,9 @@ from timm.layers import LayerNorm2d
 from timm.models.convnext import ConvNeXtBlock
 from torch import nn
 
-from nvrloader.models.blocks import NeRVBlock, initial_grid, make_activation, to_unit_range
+from nvrloader.models.blocks import NeRVBlock, auto_strides, initial_grid, make_activation, to_unit_range
 from nvrloader.models.registry import register_model
-
-# Auto strides aim at an embedding grid of at least this many cells (2x4 in both papers).
-MIN_EMBED_CELLS = 8
-MAX_STAGES = 5
-
-
-def auto_strides(model: str, size: Sequence[int], min_stages: int = 1) -> tuple[int, ...]:
-    """The papers' stride rule, for any resolution: the largest total stride that divides H and W,
-    has prime factors <= 5 and leaves at least ``MIN_EMBED_CELLS`` embedding cells, split into at most
-    five strides by merging 2s into 4s (640x1280 -> 5,4,4,2,2; 960x1920 -> 5,4,4,3,2; 320x640 -> 5,4,2,2,2)."""
-    h, w = (int(v) for v in size)
-    g = math.gcd(h, w)
-    for total in sorted((d for d in range(1, g + 1) if g % d == 0), reverse=True):
-        factors = _prime_factors(total)
-        if max(factors, default=1) > 5 or (h // total) * (w // total) < MIN_EMBED_CELLS:
-            continue
-        while len(factors) > MAX_STAGES:
-            factors = sorted(factors, reverse=True)
-            factors = factors[:-2] + [factors[-1] * factors[-2]]
-        if len(factors) >= min_stages:
-            return tuple(sorted(factors, reverse=True))
-    raise ValueError(f"{model}: no stride list fits the resolution {h}x{w}: height and width need a common "
-                     f"factor of {2 ** min_stages} or more made of 2s, 3s and 5s (e.g. 64x80, 128x160, 256x320, "
-                     f"640x1280); pass strides=... to choose them yourself")
-
-
-def _prime_factors(n: int) -> list[int]:
-    factors, p = [], 2
-    while n > 1:
-        while n % p == 0:
-            factors.append(p)
-            n //= p
-        p += 1
-    return factors
-
+from nvrloader.models.sizing import Ramp, Scaling
 
 def decoder_channels(fc_dim: int, num_stages: int, reduce: float, lower_width: int,
                      stem_dim: int | None = None) -> list[int]:
@@ -150,6 +116,13 @@ class HNeRV(nn.Module):
     }
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"
+    # Budget sizing: stage widths by fc_dim; the stem's width (target fc_dim, at least 16 so an embedding
+    # of up to 16 channels is never squeezed) absorbs the rounding; the channel floor (12 in the paper)
+    # only binds small models, so it ramps down below 400k weights; the (unstored) encoder reaches the
+    # paper's width 64 at the paper's 1.5M.
+    SCALING = Scaling(ramps={"lower_width": Ramp(6, 12, 400e3, floor=4), "enc_dim": Ramp(16, 64, 1.5e6, floor=8)},
+                      fine="stem_dim", fine_floor=16)
+    PARTS = (("embedding_stem", r"^decoder\.stem\."), ("stages", r"^decoder\.stages\."), ("heads", r"^head\."))
 
     def __init__(self, resolution: Sequence[int] = (640, 1280), fc_dim: int = 68,
                  strides: Sequence[int] | None = None, embed_ch: int = 16, enc_dim: int = 64,

@@ -14,6 +14,7 @@ from torch import nn
 from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, initial_grid, mlp, stage_channels,
                                      to_unit_range)
 from nvrloader.models.registry import register_model
+from nvrloader.models.sizing import Ramp, Scaling, grid_strides
 
 
 @register_model("nerv", layout="time",
@@ -42,6 +43,11 @@ class NeRV(nn.Module):
     }
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"
+    # Budget sizing: the paper's 80 levels / 512-wide stem / floor 32 from NeRV-S's 3M weights on.
+    SCALING = Scaling(ramps={"pe_levels": Ramp(16, 80, 3e6, floor=4), "stem_dim": Ramp(48, 512, 3e6, floor=16),
+                             "lower_width": Ramp(6, 32, 3e6, floor=4)},
+                      fine="stem_dim", fine_floor=8, strides=grid_strides)
+    PARTS = (("time_embedding", r"^stem\."), ("stages", r"^blocks\."), ("heads", r"^head\."))
 
     def __init__(self, resolution: Sequence[int] = (64, 80), fc_dim: int = 32, strides: Sequence[int] = (4, 2, 2),
                  expansion: float = 1.0, reduction: float | str = 2, lower_width: int = 16, stem_dim: int = 512,

@@ -8,7 +8,10 @@ and the codec of the same name derives from it. The class carries:
     for when a parameter budget is asked for;
   - optionally ``FINE_WIDTH_KEY``: a second, finer-grained width (e.g. the stem MLP's hidden size)
     used to close the gap when one step of ``WIDTH_KEY`` is coarser than the tolerance, as happens
-    for small budgets.
+    for small budgets (``solve_width``, the fallback sizing);
+  - optionally ``SCALING`` (``models.sizing.Scaling``): how every width follows a parameter budget,
+    used by ``create_model(..., params=...)``; and ``PARTS`` (``models.parts``): which parameters
+    make up which part, for ``weights_per_part``.
 Each class validates its own resolution (a ValueError naming the valid ones).
 """
 from __future__ import annotations
@@ -153,12 +156,17 @@ def create_model(name: str, size: str | None = None, resolution: tuple[int, int]
                  params: int | None = None, **overrides: Any) -> nn.Module:
     """Build a registered model from a preset, optionally re-sized to a parameter budget.
 
+    With ``params``, the preset gives the structure (fusion, expansion, clip length, ...) and the
+    family's compound-scaling rule (``models.sizing``) every width and the strides; explicit
+    ``overrides`` stay as given.
+
     The model keeps the exact constructor kwargs in ``model.config`` (plain data), so an archive can
     store them and a decoder rebuild the same architecture.
     """
     cfg = model_config(name, size, resolution, **overrides)
     if params is not None:
-        cfg = solve_width(name, params, **cfg)
+        from nvrloader.models.sizing import fit_budget  # sizing builds on this module (count_params)
+        cfg = fit_budget(name, params, cfg, pinned=overrides)
     model = model_class(name)(**cfg)
     model.config = cfg
     return model

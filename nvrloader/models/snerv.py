@@ -26,6 +26,7 @@ from nvrloader.models.blocks import initial_grid, to_unit_range
 from nvrloader.models.hnerv import (ConvNeXtEncoder, NeRVDecoderTrunk, auto_strides, check_tensor,
                                     decoder_channels)
 from nvrloader.models.registry import register_model
+from nvrloader.models.sizing import Ramp, Scaling
 from nvrloader.models.wavelet import dwt2, idwt2
 
 LL_SCALE = 2.0  # Haar LL of a [0, 1] image lies in [0, 2]
@@ -87,6 +88,12 @@ class SNeRV(nn.Module):
     }
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"  # see hnerv.py
+    # Budget sizing as HNeRV's, plus the fusion unit's residual blocks (6 in the 3M paper model).
+    SCALING = Scaling(ramps={"lower_width": Ramp(6, 12, 400e3, floor=4), "enc_dim": Ramp(16, 64, 1.5e6, floor=8),
+                             "num_res_blocks": Ramp(1, 6, 3e6, floor=1)},
+                      fine="stem_dim", fine_floor=16)
+    PARTS = (("embedding_stem", r"^decoder\.stem\."), ("stages", r"^decoder\.stages\."), ("fusion", r"^fusion\."),
+             ("heads", r"^(ll_head|hf_restorer)\."))
 
     def __init__(self, resolution: Sequence[int] = (640, 1280), fc_dim: int = 111,
                  strides: Sequence[int] | None = None, embed_ch: int = 16, enc_dim: int = 64,
