@@ -18,8 +18,6 @@ import math
 from collections.abc import Iterator, Sequence
 
 import torch
-from timm.layers import LayerNorm2d
-from timm.models.convnext import ConvNeXtBlock
 from torch import nn
 
 from nvrloader.models.blocks import NeRVBlock, auto_strides, initial_grid, make_activation, to_unit_range
@@ -44,6 +42,10 @@ class ConvNeXtEncoder(nn.Module):
     stage, which outputs ``out_ch`` channels (the embedding)."""
 
     def __init__(self, in_ch: int, strides: Sequence[int], width: int, out_ch: int, blocks: int = 1):
+        # timm (and torchvision behind it) loads only when an encoder is built: decoders never need it
+        from timm.layers import LayerNorm2d
+        from timm.models.convnext import ConvNeXtBlock
+
         super().__init__()
         dims = [width] * (len(strides) - 1) + [out_ch]
         layers: list[nn.Module] = []
