@@ -136,7 +136,9 @@ def read_record(cell: Cell) -> dict[str, Any] | None:
 
 
 def finished(record: dict[str, Any] | None, wanted: dict[str, Any], cell: Cell) -> bool:
-    """A record with these settings whose outcome still stands (a built cell's archive is still there)."""
+    """A record with these settings whose outcome still stands (a built cell's archive is still there).
+
+    A "failed" cell (refused for a reason other than its rate) is never finished: a re-run retries it."""
     if record is None or record.get("settings") != wanted:
         return False
     if record.get("status") == "unreachable":
@@ -153,6 +155,7 @@ def build_cell(config: StudyConfig, cell: Cell, wanted: dict[str, Any], progress
     """Build one cell (resuming its own interrupted fit) and write its record; returns the record."""
     from nvrloader.build import build_archive
     from nvrloader.codecs import CodecError
+    from nvrloader.rate import RateError
 
     previous = read_record(cell)
     resume = (previous is not None and previous.get("status") == "running" and previous.get("settings") == wanted
@@ -166,8 +169,10 @@ def build_cell(config: StudyConfig, cell: Cell, wanted: dict[str, Any], progress
         report = build_archive(config.source, cell.archive, cell.codec, config.options(cell.codec),
                                frames=config.frames, target_bpp=cell.level, device=config.device, force=True,
                                resume=resume, cache_dir=config.cache_dir, progress=progress)
-    except (CodecError, ValueError) as err:   # a target the codec cannot reach is a result, not a failure
-        record = {"settings": wanted, "status": "unreachable", "message": str(err),
+    except (CodecError, RateError, ValueError) as err:
+        # a target the codec cannot reach is a result; any other refusal is a failure a re-run retries
+        status = "unreachable" if isinstance(err, (CodecError, RateError)) else "failed"
+        record = {"settings": wanted, "status": status, "message": str(err),
                   "wall_seconds": round(time.perf_counter() - start, 2)}
         for stale in (cell.archive, cell.report):
             stale.unlink(missing_ok=True)
@@ -183,8 +188,8 @@ def run_builds(config: StudyConfig, out: Path, rebuild: tuple[str, ...] = (), pr
                note: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Build every cell not already finished with the same settings (cells of ``rebuild`` codecs always).
 
-    Returns one entry per cell: codec, target bpp, status, whether it was reused, and its summary
-    or the message saying why its target is out of reach.
+    Returns one entry per cell: codec, target bpp, status ("done", "unreachable" or "failed"),
+    whether it was reused, and its summary or the message saying why it has none.
     """
     from tqdm import tqdm
 

@@ -83,7 +83,7 @@ def table_markdown(study: dict[str, Any]) -> str:
                 row.append(f"{float(s['bpp']):.4f} · {float(s['psnr']):.2f} dB · {float(s['ms_ssim']):.4f}")
             else:
                 notes.append(f"{codec} at {level:g} bpp: {e.get('message', '')}")
-                row.append(f"unreachable [{len(notes)}]")
+                row.append(f"{e['status']} [{len(notes)}]")
         d = study["deltas"].get(codec)
         if codec == anchor:
             row += ["anchor"] * len(DELTAS)
