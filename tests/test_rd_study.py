@@ -98,6 +98,29 @@ def test_unreachable_cells_are_kept_and_failed_ones_retried(tmp_path, monkeypatc
     assert calls == [0.1, 0.2, 0.2, 0.1, 0.2]
 
 
+def test_an_interrupted_fit_resumes_only_with_its_own_settings(tmp_path, monkeypatch):
+    seen: dict[str, bool] = {}
+
+    def fake_build(source, output, codec, options, *, resume, **kwargs):
+        seen[Path(output).name] = resume
+        assert not Path(str(output) + ".ckpt").exists() or resume   # a foreign checkpoint is gone first
+        raise CodecError("stop here")
+
+    monkeypatch.setattr("nvrloader.build.build_archive", fake_build)
+    config = rd.StudyConfig(codecs=("nerv",), levels=(0.1, 0.2), time_budget=5, device="cpu")
+    same, other = rd.cells(config, tmp_path)
+    for cell, settings in ((same, rd.settings(config, same)), (other, {"codec": "nerv", "old": True})):
+        cell.checkpoint.mkdir(parents=True)
+        cell.record.write_text(json.dumps({"settings": settings, "status": "running"}))
+    rd.run_builds(config, tmp_path, progress=False)
+    assert seen == {"nerv_0.1bpp.nvr": True, "nerv_0.2bpp.nvr": False}
+    assert not same.checkpoint.exists() and not other.checkpoint.exists()   # settled cells keep no checkpoint
+    same.checkpoint.mkdir()
+    same.record.write_text(json.dumps({"settings": rd.settings(config, same), "status": "running"}))
+    rd.run_builds(config, tmp_path, rebuild=("nerv",), progress=False)
+    assert seen["nerv_0.1bpp.nvr"] is False                                 # --rebuild starts afresh
+
+
 def test_real_h264_cells_resume_and_changed_settings_rebuild(synth_root, tmp_path):
     config = rd.StudyConfig(codecs=("h264",), levels=(5.0, 500.0), time_budget=5, source=synth_root,
                             frames=FrameSpec(fps=2, resolution=(48, 64), subset="test"), device="cpu",

@@ -9,6 +9,7 @@ cut short by the interruption resumes from its checkpoint and keeps its time bud
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import time
@@ -127,8 +128,6 @@ def _plain(value: Any) -> Any:
 
 
 def read_record(cell: Cell) -> dict[str, Any] | None:
-    import json
-
     try:
         return json.loads(cell.record.read_text())
     except (OSError, ValueError):
@@ -151,15 +150,20 @@ def summary(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k not in REPORT_DROP}
 
 
-def build_cell(config: StudyConfig, cell: Cell, wanted: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """Build one cell (resuming its own interrupted fit) and write its record; returns the record."""
+def build_cell(config: StudyConfig, cell: Cell, wanted: dict[str, Any], progress: bool,
+               fresh: bool = False) -> dict[str, Any]:
+    """Build one cell and write its record; returns the record.
+
+    A fit this cell started with the same settings and was interrupted in resumes from its
+    checkpoint (its time budget counts across the resume), unless ``fresh``.
+    """
     from nvrloader.build import build_archive
     from nvrloader.codecs import CodecError
     from nvrloader.rate import RateError
 
     previous = read_record(cell)
-    resume = (previous is not None and previous.get("status") == "running" and previous.get("settings") == wanted
-              and cell.checkpoint.exists())
+    resume = (not fresh and previous is not None and previous.get("status") == "running"
+              and previous.get("settings") == wanted and cell.checkpoint.exists())
     if not resume:
         shutil.rmtree(cell.checkpoint, ignore_errors=True)   # another setting's fit: never mix with it
     cell.folder.mkdir(parents=True, exist_ok=True)
@@ -205,7 +209,7 @@ def run_builds(config: StudyConfig, out: Path, rebuild: tuple[str, ...] = (), pr
         if reused:
             note(f"skip {cell.name}: {record['status']} with the same settings ({cell.record})")
         else:
-            record = build_cell(config, cell, wanted, progress)
+            record = build_cell(config, cell, wanted, progress, fresh=cell.codec in rebuild)
         entries.append({"codec": cell.codec, "target_bpp": cell.level, "name": cell.name,
                         "status": record["status"], "reused": reused, "archive": str(cell.archive),
                         "wall_seconds": record.get("wall_seconds"),
