@@ -26,7 +26,7 @@ def study_of(builds: list[dict], codecs: list[str], levels: list[float]) -> dict
     return {"command": "python -m nvrloader.study rd", "dataset": "toy", "codecs": codecs, "levels": levels,
             "anchor": "h264", "time_budget": 7.0, "frames": {"fps": 2.0, "resolution": [64, 80]},
             "neural": {"size": "tiny"}, "builds": builds, "deltas": deltas(builds, codecs, "h264"),
-            "wall_seconds": 12.0}
+            "wall_seconds": 12.0, "build_wall_seconds": 9.0}
 
 
 def test_table_plots_and_deltas_from_known_entries(tmp_path):
@@ -50,6 +50,7 @@ def test_table_plots_and_deltas_from_known_entries(tmp_path):
     assert rows["nerv"].count("unreachable [") == 2 and "n/a (needs 2 or more" in rows["nerv"]
     assert "[2] nerv at 0.4 bpp: nerv: target 0.4 bpp is out of reach" in table
     assert "toy (3 videos, 64x80, 2 fps), neural fit 7 s each" in table
+    assert "Wall time: 12 s this run; the builds took 9 s" in table
 
     written = write_outputs(study, tmp_path)
     assert sorted(p.name for p in written) == sorted(OUTPUTS)

@@ -68,7 +68,9 @@ def table_markdown(study: dict[str, Any]) -> str:
     notes: list[str] = []
     head = ["codec", *(f"{b:g} bpp" for b in levels), *(f"{v} vs {anchor}" for v in DELTAS.values())]
     lines = [f"# Rate-distortion study: {title(study)}", "",
-             f"Command: `{study['command']}`  ", f"Wall time: {study['wall_seconds']:.0f} s", "",
+             f"Command: `{study['command']}`  ",
+             f"Wall time: {study['wall_seconds']:.0f} s this run; the builds took {study['build_wall_seconds']:.0f} s "
+             "(reused ones when they were made)", "",
              "Cells: achieved bpp (from archive bytes) · PSNR · MS-SSIM. BD-rate: rate change at equal quality "
              "(negative saves bits); BD-PSNR: quality change at equal rate (VCEG-M33, fit in brackets).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -100,6 +102,18 @@ def table_markdown(study: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _legend_deltas(d: dict[str, Any] | None, metric: str) -> str:
+    """The deltas that exist for this plot's metric: BD-rate, and BD-PSNR on the PSNR plot."""
+    parts = []
+    rate = (d or {}).get("bd_rate_psnr" if metric == "psnr" else "bd_rate_msssim")
+    if rate and rate["value"] is not None:
+        parts.append(f"BD-rate {float(rate['value']):+.1f} %")
+    quality = (d or {}).get("bd_psnr") if metric == "psnr" else None
+    if quality and quality["value"] is not None:
+        parts.append(f"BD-PSNR {float(quality['value']):+.2f} dB")
+    return ", ".join(parts) or "BD n/a"
+
+
 def plot(study: dict[str, Any], metric: str, path: Path) -> Path:
     """One line per codec over the bpp each build reached, targets dotted; BD-rate vs the anchor in the legend."""
     import matplotlib
@@ -111,7 +125,6 @@ def plot(study: dict[str, Any], metric: str, path: Path) -> Path:
 
     label, _ = METRICS[metric]
     column = 1 if metric == "psnr" else 2
-    key = "bd_rate_psnr" if metric == "psnr" else "bd_rate_msssim"
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for level in study["levels"]:
         ax.axvline(level, color="0.85", linestyle=":", linewidth=1)
@@ -119,9 +132,7 @@ def plot(study: dict[str, Any], metric: str, path: Path) -> Path:
     for i, codec in enumerate(study["codecs"]):
         points = curve(study["builds"], codec)
         reached = f"{len(points)}/{len(study['levels'])} levels"
-        d = study["deltas"].get(codec)
-        extra = "anchor" if codec == study["anchor"] else (
-            f"BD-rate {float(d[key]['value']):+.1f} %" if d and d[key]["value"] is not None else "BD-rate n/a")
+        extra = "anchor" if codec == study["anchor"] else _legend_deltas(study["deltas"].get(codec), metric)
         name = f"{codec} ({extra}; {reached})"
         if not points:
             ax.plot([], [], marker=markers[i % len(markers)], label=name)
@@ -134,7 +145,7 @@ def plot(study: dict[str, Any], metric: str, path: Path) -> Path:
     ax.set_ylabel(label)
     ax.set_title(f"Rate-distortion: {title(study)}", fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     return save_figure(fig, path, dpi=120)
 
