@@ -16,7 +16,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "ucf101": {"backbone": "resnet50", "width_mult": 1.0, "input_size": 224, "optimizer": "sgd",
                "batch_size": 64, "lr": 0.001, "momentum": 0.9, "weight_decay": 5e-4, "epochs": 25,
                "lr_steps": (10, 20), "dropout": 0.8, "partial_bn": True, "fc_init_std": 0.001,
-               "fc_lr_mult": 5.0, "clip_grad": 20.0, "eval_every": 1, "flip": True, "val_fraction": 0.0},
+               "fc_lr_mult": 5.0, "clip_grad": 20.0, "eval_every": 1, "flip": True, "val_fraction": 0.0,
+               "colour_jitter": 0.0, "channel_shuffle": False, "clip_norm": False, "label_smoothing": 0.0},
     # From scratch on the synthetic set (nvrloader.synth) on CPU: resnet18 at 1/4 width, input = the
     # frames' short side. Nothing pretrained to protect, so every BN layer learns, the classifier is
     # not boosted and starts at PyTorch's init rather than TSN's near-zero one. AdamW: with SGD
@@ -26,7 +27,8 @@ RECIPES: dict[str, dict[str, Any]] = {
     "synthetic": {"backbone": "resnet18", "width_mult": 0.25, "input_size": None, "optimizer": "adamw",
                   "batch_size": 16, "lr": 1e-3, "momentum": 0.9, "weight_decay": 1e-4, "epochs": 40,
                   "lr_steps": (30, 36), "dropout": 0.2, "partial_bn": False, "fc_init_std": None,
-                  "fc_lr_mult": 1.0, "clip_grad": 20.0, "eval_every": 5, "flip": False, "val_fraction": 0.0},
+                  "fc_lr_mult": 1.0, "clip_grad": 20.0, "eval_every": 5, "flip": False, "val_fraction": 0.0,
+                  "colour_jitter": 0.0, "channel_shuffle": False, "clip_norm": False, "label_smoothing": 0.0},
 }
 # recipes that fine-tune pretrained weights: without --pretrained they train a large model from random init
 FINE_TUNE_RECIPES = ("ucf101",)
@@ -55,6 +57,10 @@ class TrainConfig:
     # share of the training groups held out to pick the best epoch (UCF groups never straddle the
     # two parts); 0: the best epoch is picked on the test split and reported as optimistic
     val_fraction: float = 0.0
+    colour_jitter: float = 0.0  # per-clip brightness/contrast/saturation factors in [1 - x, 1 + x]
+    channel_shuffle: bool = False  # random RGB order per training clip (a coarse hue change)
+    clip_norm: bool = False     # standardise each clip per channel instead of ImageNet mean/std
+    label_smoothing: float = 0.0
     train_data: str | None = None
     test_data: str | None = None
     output_dir: str = runtime_field("runs/tsm")

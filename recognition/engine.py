@@ -54,6 +54,12 @@ def make_optimizer(cfg: TrainConfig, groups: list[dict]) -> torch.optim.Optimize
     return build_optimizer(groups, cfg.optimizer_config(), choices=OPTIMIZERS)
 
 
+def make_transform(cfg: TrainConfig) -> ClipTransform:
+    """The run's augmentation (training) and test view (evaluation), with its normalisation."""
+    return ClipTransform(cfg.input_size, flip=cfg.flip, colour_jitter=cfg.colour_jitter,
+                         channel_shuffle=cfg.channel_shuffle, clip_norm=cfg.clip_norm)
+
+
 def epoch_seed(cfg: TrainConfig, epoch: int, rank: int) -> int:
     """One seed per (run, epoch, process): what makes a resumed run identical to an uninterrupted one."""
     return (cfg.seed * 1_000_003 + epoch) * 1_009 + rank
@@ -72,7 +78,7 @@ def train_epoch(model: torch.nn.Module, loader: Any, transform: ClipTransform, o
         x = transform(clips.to(device), train=True)
         with autocast(device, amp):
             logits = model(x)
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         apply_gradients(optimizer, scaler, params, cfg.clip_grad)
@@ -165,7 +171,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         scaler.load_state_dict(resume["scaler"])
         start, history = int(resume["epoch"]), list(resume["history"])
     net = wrap_ddp(model, runtime)
-    transform = ClipTransform(cfg.input_size, flip=cfg.flip)
+    transform = make_transform(cfg)
     batch = per_rank_batch(cfg, world)
     sampler = DistributedSampler(data.train, num_replicas=world, rank=rank, shuffle=True, seed=cfg.seed)
     # TSM drops the last partial batch; a set smaller than one batch keeps it so training still happens
@@ -250,7 +256,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, test_data: str | os.PathL
     model = make_tsm(cfg, len(state["classes"]))
     model.load_state_dict(state["model"])
     model.to(runtime.device)
-    logits, labels = predict(model, test_ds, ClipTransform(cfg.input_size), per_rank_batch(cfg, runtime.world),
+    logits, labels = predict(model, test_ds, make_transform(cfg), per_rank_batch(cfg, runtime.world),
                              cfg.workers, runtime, autocast_dtype(cfg.amp, runtime.device),
                              cfg.progress and runtime.main)
     report = classification_report(logits, labels, state["classes"])

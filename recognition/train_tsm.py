@@ -49,6 +49,12 @@ def add_training_arguments(ap: argparse.ArgumentParser) -> None:
     model.add_argument("--input-size", type=int, help="square crop fed to the network (ucf101: 224)")
     model.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                        help="random horizontal flips in training (off when mirroring changes the class)")
+    model.add_argument("--colour-jitter", type=float,
+                       help="per-clip brightness/contrast/saturation jitter in training (0: off)")
+    model.add_argument("--channel-shuffle", action=argparse.BooleanOptionalAction, default=None,
+                       help="random RGB channel order per training clip")
+    model.add_argument("--clip-norm", action=argparse.BooleanOptionalAction, default=None,
+                       help="standardise each clip per channel instead of ImageNet mean/std")
     opt = ap.add_argument_group("optimisation (default: from the recipe)")
     opt.add_argument("--epochs", type=int)
     opt.add_argument("--batch-size", type=int, help="clips per step over all processes")
@@ -59,6 +65,7 @@ def add_training_arguments(ap: argparse.ArgumentParser) -> None:
     opt.add_argument("--weight-decay", type=float)
     opt.add_argument("--fc-lr-mult", type=float, help="lr multiplier of the new classifier")
     opt.add_argument("--clip-grad", type=float, help="max gradient norm (0: off)")
+    opt.add_argument("--label-smoothing", type=float)
     opt.add_argument("--eval-every", type=int, help="evaluate every N epochs (0: after the last only)")
     opt.add_argument("--val-fraction", type=float,
                      help="share of the training groups held out to pick the best epoch (UCF groups stay whole); "

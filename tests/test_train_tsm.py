@@ -18,7 +18,8 @@ from recognition.data import open_data, split_groups, video_groups
 from recognition.engine import check_resumable, evaluate_checkpoint, load_checkpoint, make_optimizer, make_tsm, train
 from recognition.report import classification_report
 from recognition.train_tsm import main
-from recognition.transforms import ClipTransform, centre_crop_box, crop_resize, multiscale_crop_boxes
+from recognition.transforms import (ClipTransform, centre_crop_box, crop_resize, jitter_colour, multiscale_crop_boxes,
+                                    shuffle_channels, standardise_clips)
 
 RESOLUTION = "32x40"
 
@@ -89,6 +90,34 @@ def test_clip_transform_centre_view_and_flip() -> None:
         assert plain or mirrored
         flips += mirrored
     assert 0 < flips < 16
+
+
+def test_colour_augmentation_changes_clips_not_motion() -> None:
+    torch.manual_seed(0)
+    still = torch.rand(6, 1, 3, 8, 8).expand(6, 4, 3, 8, 8)            # four identical frames per clip
+    for augment in (lambda x: jitter_colour(x, 0.5), shuffle_channels):
+        out = augment(still)
+        assert torch.equal(out, out[:, :1].expand_as(out))             # every frame of a clip changes alike
+        assert not torch.allclose(out, still)
+    jittered = jitter_colour(still, 0.5)
+    assert jittered.min() >= 0 and jittered.max() <= 1
+    assert torch.allclose(jitter_colour(still, 0.0), still, atol=1e-6)
+    shuffled = shuffle_channels(still)
+    for i in range(6):                                                   # a permutation of the clip's channels
+        assert sorted(shuffled[i, 0].sum((1, 2)).tolist()) == pytest.approx(sorted(still[i, 0].sum((1, 2)).tolist()))
+
+
+def test_clip_norm_removes_what_a_clip_shares() -> None:
+    torch.manual_seed(0)
+    clips = torch.rand(3, 4, 3, 8, 8)
+    norm = standardise_clips(clips)
+    assert norm.mean(dim=(1, 3, 4)).abs().max() < 1e-5
+    assert torch.allclose(norm.std(dim=(1, 3, 4)), torch.ones(3, 3), atol=1e-2)
+    cast = clips * torch.tensor([0.5, 0.8, 1.2]).view(1, 1, 3, 1, 1) + 0.1   # exposure and colour cast
+    assert torch.allclose(standardise_clips(cast), norm, atol=1e-2)
+    uint8 = (clips * 255).to(torch.uint8)
+    view = ClipTransform(8, clip_norm=True, colour_jitter=0.5, channel_shuffle=True)
+    assert torch.equal(view(uint8, train=False), view(uint8, train=False))   # no augmentation at test time
 
 
 # --- metrics ----------------------------------------------------------------------------------
