@@ -165,10 +165,8 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     scaler = grad_scaler(device, amp)
     start, history = 0, []
     if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        scaler.load_state_dict(resume["scaler"])
+        for name, part in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler), ("scaler", scaler)):
+            part.load_state_dict(resume[name])
         start, history = int(resume["epoch"]), list(resume["history"])
     net = wrap_ddp(model, runtime)
     transform = make_transform(cfg)
@@ -216,17 +214,17 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if last_test is None:  # the last epoch was scored on validation, or the run had already finished
         last_test = test()
     best = best_row(history, pick)
-    if pick == "test":
+    if pick == "test":  # the model delivered is the last one; the best epoch is only reported
         delivered, selected = last_test, out_dir / CHECKPOINT
-        best_scores = {"top1": best["test_top1"], "top5": best["test_top5"]}
-    else:
+        best_test = {"top1": best["test_top1"], "top5": best["test_top5"]}
+    else:               # the model delivered is the one validation picked
         if best["epoch"] != cfg.epochs:
             model.load_state_dict(load_checkpoint(out_dir / BEST)["model"])
-        delivered = best_scores = last_test if best["epoch"] == cfg.epochs else test()
+        delivered = best_test = last_test if best["epoch"] == cfg.epochs else test()
         selected = out_dir / BEST
     result = {"mode": "train", "train_data": cfg.train_data, "test_data": cfg.test_data,
               "train_codec": data.train.codec, "test_codec": data.test.codec, "epochs": cfg.epochs,
-              **delivered, **selection(last_test, best_scores, pick, best["epoch"]),
+              **delivered, **selection(last_test, best_test, pick, best["epoch"]),
               "val": {"fraction": cfg.val_fraction, "groups": data.val_groups, "num_clips": len(data.val)}
               if data.val is not None else None,
               "warnings": warnings, "history": history, "pretrained_keys": loaded,
