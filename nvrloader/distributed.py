@@ -42,10 +42,6 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
 def is_main_process() -> bool:
     """Rank 0 (or the only process): the one that writes files and shows progress bars."""
     return rank() == 0

@@ -19,12 +19,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from nvrloader.archive import ArchiveError, open_archive
-from nvrloader.distributed import is_main_process
-from nvrloader.eval import size_report
-from nvrloader.reporting import save_figure, write_json, write_text
-from recognition.train_tsm import (TrainConfig, add_training_arguments, check_resumable, config_from_args,
-                                   evaluate_checkpoint, train)
+if __package__ in (None, ""):  # `python recognition/compare.py`: import this checkout, not the script's folder
+    sys.path[0] = str(Path(__file__).resolve().parents[1])
+
+from nvrloader.archive import ArchiveError, open_archive  # noqa: E402
+from nvrloader.distributed import is_main_process  # noqa: E402
+from nvrloader.eval import size_report  # noqa: E402
+from nvrloader.reporting import save_figure, write_json, write_text  # noqa: E402
+from recognition.config import TrainConfig  # noqa: E402
+from recognition.engine import check_resumable, evaluate_checkpoint, train  # noqa: E402
+from recognition.train_tsm import add_training_arguments, config_from_args  # noqa: E402
 
 
 def archive_info(path: Path) -> dict[str, Any]:
@@ -64,8 +68,9 @@ def train_or_reuse(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def summary(result: dict[str, Any], run_dir: Path) -> dict[str, Any]:
-    return {"top1": result["top1"], "top5": result["top5"], "mean_class_accuracy": result["mean_class_accuracy"],
-            "run_dir": str(run_dir)}
+    """A run's figures for the table: top-1 of the model it delivers, and last/best-epoch detail if trained."""
+    keys = ("top1", "top5", "mean_class_accuracy", "top1_last", "top1_best", "best_epoch", "selection_split")
+    return {**{k: result[k] for k in keys if k in result}, "run_dir": str(run_dir)}
 
 
 def compare(raw_path: Path, archives: list[Path], out_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
@@ -83,7 +88,7 @@ def compare(raw_path: Path, archives: list[Path], out_dir: Path, cfg: TrainConfi
     for other in others:
         train_dir, test_dir = out_dir / f"train-{other['name']}", out_dir / f"test-{other['name']}"
         trained = train_or_reuse(dataclasses.replace(base, train_data=other["archive"], output_dir=str(train_dir)))
-        tested = evaluate_checkpoint(raw_run["checkpoint"], other["archive"], test_dir, device=cfg.device,
+        tested = evaluate_checkpoint(raw_run["selected_checkpoint"], other["archive"], test_dir, device=cfg.device,
                                      workers=cfg.workers, progress=cfg.progress)
         rows.append({**{k: other[k] for k in ("codec", "name", "archive", "bpp")},
                      "train": summary(trained, train_dir), "test": summary(tested, test_dir)})
@@ -112,7 +117,8 @@ def markdown_table(results: dict[str, Any]) -> str:
     notes = [f"Train: TSM trained on the decoded archive, tested on raw frames. Test: TSM trained on raw "
              f"frames ({raw['name']}), tested on the decoded archive. Raw row: raw/raw. Top-1/top-5 in % over "
              f"test clips; {results['num_classes']} classes (chance {results['chance_top1']:.1f}%); "
-             f"backbone {results['config']['backbone']}, {results['config']['epochs']} epochs."]
+             f"backbone {results['config']['backbone']}, {results['config']['epochs']} epochs; each model is "
+             f"{'the best epoch on a validation split of the training groups' if results['config']['val_fraction'] else 'the last epoch'}."]
     return "\n".join(lines + [""] + notes) + "\n"
 
 

@@ -68,15 +68,59 @@ def crop_resize(clips: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Te
     return out.view(b, t, c, size, size)
 
 
+def _per_clip(draw: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Values drawn on the CPU (one per clip, so runs are the same on any device) as a [B,1,1,1,1] factor."""
+    return draw.to(x.device, x.dtype).view(-1, 1, 1, 1, 1)
+
+
+def jitter_colour(x: torch.Tensor, strength: float) -> torch.Tensor:
+    """Brightness, contrast and saturation of each clip scaled by factors from [1 - s, 1 + s].
+
+    One draw per clip, so every frame of a clip changes alike and motion is untouched; values in [0, 1].
+    """
+    b = x.shape[0]
+
+    def factor() -> torch.Tensor:
+        return _per_clip(1.0 + strength * (2.0 * torch.rand(b) - 1.0), x)
+
+    x = x * factor()
+    mean = x.mean(dim=(1, 2, 3, 4), keepdim=True)
+    x = (x - mean) * factor() + mean
+    grey = x.mean(dim=2, keepdim=True)
+    x = (x - grey) * factor() + grey
+    return x.clamp(0.0, 1.0)
+
+
+def shuffle_channels(x: torch.Tensor) -> torch.Tensor:
+    """Each clip's RGB channels in a random order: a coarse hue change that keeps every edge and motion."""
+    order = torch.rand(x.shape[0], 3).argsort(dim=1).to(x.device)
+    return torch.gather(x, 2, order[:, None, :, None, None].expand_as(x))
+
+
+def standardise_clips(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
+    """Zero mean and unit variance per clip and channel (over frames and pixels).
+
+    Removes what a whole clip shares (exposure, contrast, colour cast), so a scene whose overall
+    colours differ from every training scene does not shift the network's activations wholesale.
+    """
+    mean = x.mean(dim=(1, 3, 4), keepdim=True)
+    std = x.std(dim=(1, 3, 4), keepdim=True)
+    return (x - mean) / (std + eps)
+
+
 class ClipTransform:
     """uint8 clips [B, T, 3, H, W] -> normalised float clips [B, T, 3, S, S] on the same device.
 
-    Training: multi-scale crop + horizontal flip (per clip). Evaluation: resize + centre crop.
+    Training: multi-scale crop + horizontal flip (per clip), optionally colour jitter and a random
+    channel order. Evaluation: resize + centre crop. Normalisation: ImageNet mean/std (TSM's), or
+    per clip (`clip_norm`).
     """
 
     def __init__(self, input_size: int = 224, scales: tuple[float, ...] = TSM_SCALES, flip: bool = True,
-                 scale_size: int | None = None) -> None:
+                 scale_size: int | None = None, colour_jitter: float = 0.0, channel_shuffle: bool = False,
+                 clip_norm: bool = False) -> None:
         self.input_size, self.scales, self.flip, self.scale_size = input_size, scales, flip, scale_size
+        self.colour_jitter, self.channel_shuffle, self.clip_norm = colour_jitter, channel_shuffle, clip_norm
 
     def __call__(self, clips: torch.Tensor, train: bool) -> torch.Tensor:
         if clips.ndim != 5 or clips.shape[2] != 3:
@@ -91,6 +135,12 @@ class ClipTransform:
         if train and self.flip:
             flips = (torch.rand(b) < 0.5).to(x.device)
             x = torch.where(flips[:, None, None, None, None], x.flip(-1), x)
+        if train and self.colour_jitter > 0:
+            x = jitter_colour(x, self.colour_jitter)
+        if train and self.channel_shuffle:
+            x = shuffle_channels(x)
+        if self.clip_norm:
+            return standardise_clips(x)
         mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 1, 3, 1, 1)
         std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 1, 3, 1, 1)
         return (x - mean) / std

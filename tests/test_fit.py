@@ -20,7 +20,8 @@ from torch.utils.data import Dataset
 
 from nvrloader.distributed import shutdown_distributed
 from nvrloader.fit import (CHECKPOINT_NAME, FitConfig, FitOutput, epoch_batches, fit, fit_loss, lr_factor,
-                           pair_loss, ssim_window)
+                           pair_loss, schedule_position, ssim_window)
+from nvrloader.fit import loop
 
 SIZE, FRAMES, CODE = 16, 2, 8
 
@@ -135,6 +136,32 @@ def test_schedule_warms_up_linearly_then_follows_a_cosine_to_zero():
     assert lr_factor(0, 10, 0.0) == 1.0                              # no warm-up
 
 
+def test_warm_up_ramps_linearly_from_warmup_start():
+    total = 100                        # 20 warm-up steps; each step reads the ramp at its end
+    assert lr_factor(0, total, 0.2, 0.1) == pytest.approx(0.1 + 0.9 / 20)
+    assert lr_factor(9, total, 0.2, 0.1) == pytest.approx(0.1 + 0.9 * 10 / 20)
+    assert lr_factor(19, total, 0.2, 0.1) == pytest.approx(1.0)
+    assert lr_factor(60, total, 0.2, 0.1) == pytest.approx(0.5)      # the cosine is not affected
+    assert lr_factor(0, total, 0.2, 1.0) == 1.0                       # start 1: no warm-up at all
+    with pytest.raises(ValueError, match="warmup_start"):
+        FitConfig(warmup_start=1.5)
+
+
+def test_fit_warms_up_from_warmup_start():
+    cfg = config(epochs=10, batch_size=8, warmup=0.5, warmup_start=0.1)  # one step an epoch, 5 warm-up steps
+    factors = [h["lr"] / cfg.lr for h in run(cfg).history]
+    assert factors[:5] == pytest.approx([0.1 + 0.9 * k / 5 for k in range(1, 6)])
+    assert factors[5] == pytest.approx(1.0)
+
+
+def test_schedule_position_follows_the_budget_when_it_runs_out_first():
+    assert schedule_position(7, 1000, 3.0, None) == 7                # no budget: the step itself
+    assert schedule_position(7, 1000, 3.0, 10.0) == pytest.approx(300)  # 30% of the budget spent
+    assert schedule_position(700, 1000, 3.0, 10.0) == 700            # the planned steps run out first
+    assert schedule_position(7, 1000, 50.0, 10.0) == 1000            # never past the end
+    assert schedule_position(0, 1000, 0.0, 0.0) == 0 and schedule_position(1, 1000, 1e-3, 0.0) == 1000
+
+
 def test_loss_presets_match_their_definitions():
     g = torch.Generator().manual_seed(0)
     target = torch.rand(2, 3, 3, 16, 16, generator=g) * 0.8
@@ -216,6 +243,54 @@ def test_fit_learns_and_follows_the_schedule():
     assert psnr_of(model, data) > before + 4                          # measured independently
     for h in result.history:                                           # per-step warm-up + cosine
         assert h["lr"] == pytest.approx(cfg.lr * lr_factor(h["step"] - 1, 40 * spe, cfg.warmup))
+
+
+class FakeClock:
+    """Training time that advances one second per forward call: a time budget without flaky timing."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def ticking(self, inner=forward_fn):
+        def forward(model: nn.Module, batch: dict) -> FitOutput:
+            self.now += 1.0
+            return inner(model, batch)
+        return forward
+
+
+def test_time_budget_runs_the_whole_schedule(monkeypatch):
+    """800 planned epochs and a budget of 40 steps: warm-up and cosine both run within the budget."""
+    clock = FakeClock()
+    monkeypatch.setattr(loop, "monotonic", clock)
+    cfg = config(epochs=1000, batch_size=4, time_budget=40.0)         # 2 steps an epoch: 2000 planned
+    result = run(cfg, forward=clock.ticking())
+    assert result.stopped_early and result.steps == 40 and result.planned_steps == 2000
+    assert result.epochs_done == 20 and result.schedule_done == 1.0
+    factors = [h["lr"] / cfg.lr for h in result.history]               # the last step of every epoch
+    peak = factors.index(max(factors))
+    assert max(factors) > 0.99 and 0 < peak < len(factors) // 3        # warm-up done in the first 20%
+    assert factors[:peak] == sorted(factors[:peak])
+    assert factors[peak:] == sorted(factors[peak:], reverse=True)      # then the cosine, to its end
+    assert result.lr_factor < 0.01 and factors[-1] == pytest.approx(result.lr_factor)
+
+
+def test_time_budgeted_fit_resumes_exactly(monkeypatch, tmp_path):
+    clock = FakeClock()
+    monkeypatch.setattr(loop, "monotonic", clock)
+    cfg = dict(epochs=1000, batch_size=4, time_budget=12.0)
+    whole = run(config(**cfg), forward=clock.ticking())
+    with pytest.raises(KeyboardInterrupt):
+        run(config(**cfg, checkpoint_dir=tmp_path), forward=clock.ticking(Interrupting(7, "keyboard")))
+    saved = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
+    assert saved["global_step"] == 6 and saved["seconds"] == 6.0        # the time spent is saved
+    resumed = run(config(**cfg, checkpoint_dir=tmp_path, resume=True), forward=clock.ticking(), seed=99)
+    assert resumed.steps == whole.steps == 12 and resumed.stopped_early
+    assert resumed.lr_factor == whole.lr_factor < 0.05
+    for name, value in resumed.model.state_dict().items():
+        assert torch.equal(value, whole.model.state_dict()[name]), name
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,13 @@ import torch
 
 from nvrloader import build
 from recognition import compare
-from recognition.train_tsm import (TrainConfig, classification_report, evaluate_checkpoint, load_checkpoint, main,
-                                   make_optimizer, make_tsm, train)
-from recognition.transforms import ClipTransform, centre_crop_box, crop_resize, multiscale_crop_boxes
+from recognition.config import TrainConfig, recipe_warnings
+from recognition.data import open_data, split_groups, video_groups
+from recognition.engine import check_resumable, evaluate_checkpoint, load_checkpoint, make_optimizer, make_tsm, train
+from recognition.report import classification_report
+from recognition.train_tsm import main
+from recognition.transforms import (ClipTransform, centre_crop_box, crop_resize, jitter_colour, multiscale_crop_boxes,
+                                    shuffle_channels, standardise_clips)
 
 RESOLUTION = "32x40"
 
@@ -86,6 +90,34 @@ def test_clip_transform_centre_view_and_flip() -> None:
         assert plain or mirrored
         flips += mirrored
     assert 0 < flips < 16
+
+
+def test_colour_augmentation_changes_clips_not_motion() -> None:
+    torch.manual_seed(0)
+    still = torch.rand(6, 1, 3, 8, 8).expand(6, 4, 3, 8, 8)            # four identical frames per clip
+    for augment in (lambda x: jitter_colour(x, 0.5), shuffle_channels):
+        out = augment(still)
+        assert torch.equal(out, out[:, :1].expand_as(out))             # every frame of a clip changes alike
+        assert not torch.allclose(out, still)
+    jittered = jitter_colour(still, 0.5)
+    assert jittered.min() >= 0 and jittered.max() <= 1
+    assert torch.allclose(jitter_colour(still, 0.0), still, atol=1e-6)
+    shuffled = shuffle_channels(still)
+    for i in range(6):                                                   # a permutation of the clip's channels
+        assert sorted(shuffled[i, 0].sum((1, 2)).tolist()) == pytest.approx(sorted(still[i, 0].sum((1, 2)).tolist()))
+
+
+def test_clip_norm_removes_what_a_clip_shares() -> None:
+    torch.manual_seed(0)
+    clips = torch.rand(3, 4, 3, 8, 8)
+    norm = standardise_clips(clips)
+    assert norm.mean(dim=(1, 3, 4)).abs().max() < 1e-5
+    assert torch.allclose(norm.std(dim=(1, 3, 4)), torch.ones(3, 3), atol=1e-2)
+    cast = clips * torch.tensor([0.5, 0.8, 1.2]).view(1, 1, 3, 1, 1) + 0.1   # exposure and colour cast
+    assert torch.allclose(standardise_clips(cast), norm, atol=1e-2)
+    uint8 = (clips * 255).to(torch.uint8)
+    view = ClipTransform(8, clip_norm=True, colour_jitter=0.5, channel_shuffle=True)
+    assert torch.equal(view(uint8, train=False), view(uint8, train=False))   # no augmentation at test time
 
 
 # --- metrics ----------------------------------------------------------------------------------
@@ -224,3 +256,87 @@ def test_optimizer_and_classifier_init_follow_the_recipe() -> None:
         assert lrs["weight"] == cfg.lr and lrs["fc_bias"] == 2 * lrs["fc_weight"] == 2 * cfg.fc_lr_mult * cfg.lr
     with pytest.raises(ValueError, match="unknown optimizer 'adam'"):
         make_optimizer(dataclasses.replace(cfg, optimizer="adam"), [{"params": [torch.zeros(1, requires_grad=True)]}])
+
+
+# --- epoch selection, validation split, warnings, scripts ----------------------------------------
+
+def test_split_groups_holds_out_whole_groups() -> None:
+    groups = ["g01", "g02", "g03", "g01", "g02", "g03", "g03"]
+    train_idx, val_idx, held = split_groups(groups, 0.34, seed=0)
+    assert len(held) == 1 and sorted(train_idx + val_idx) == list(range(7))
+    assert {groups[i] for i in val_idx} == set(held) and not {groups[i] for i in train_idx} & set(held)
+    assert split_groups(groups, 0.34, seed=0) == (train_idx, val_idx, held)       # a function of the seed
+    assert len(split_groups(groups, 0.99, seed=0)[2]) == 2                         # never every group
+    with pytest.raises(ValueError, match="at least two groups"):
+        split_groups(["g01", "g01"], 0.5, seed=0)
+
+
+def test_check_resumable_follows_the_runtime_marks(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, tmp_path / "a.nvr")
+    saved = dataclasses.asdict(dataclasses.replace(cfg, epochs=9, eval_every=3, device="cuda", output_dir="x"))
+    check_resumable(cfg, saved, "ckpt")                                # runtime fields may differ
+    with pytest.raises(ValueError, match="val_fraction: checkpoint 0.5 vs now 0.0"):
+        check_resumable(cfg, {**saved, "val_fraction": 0.5}, "ckpt")
+
+
+def test_best_epoch_on_the_test_split_is_reported_as_optimistic(archives, tmp_path: Path) -> None:
+    result = train(tiny_config(tmp_path / "run", archives["raw"], epochs=3, eval_every=1))
+    tested = [row["test_top1"] for row in result["history"]]
+    assert len(tested) == 3 and result["selection_split"] == "test" and result["top1_best_optimistic"]
+    assert result["top1_best"] == max(tested) and tested[result["best_epoch"] - 1] == max(tested)
+    assert result["top1"] == result["top1_last"] == tested[-1]                 # the delivered model is the last
+    assert result["selected_checkpoint"] == result["checkpoint"]
+    assert load_checkpoint(tmp_path / "run" / "best.pt")["epoch"] == result["best_epoch"]
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {k: saved[k] for k in ("top1_last", "top1_best", "best_epoch", "selection_split")} == \
+        {k: result[k] for k in ("top1_last", "top1_best", "best_epoch", "selection_split")}
+
+
+def test_best_epoch_on_a_validation_split_of_the_training_groups(archives, tmp_path: Path) -> None:
+    # split "all" holds both groups of the fixture (g01, g02): one of them becomes the validation split
+    cfg = tiny_config(tmp_path / "run", archives["raw"], train_split="all", val_fraction=0.5, epochs=3, eval_every=1)
+    data = open_data(cfg, torch.device("cpu"))
+    groups = video_groups(data.train.base)
+    assert len(data.val) == 8 and len(data.train) == 8 and len(data.val_groups) == 1
+    assert {groups[i] for i in data.val.indices} == set(data.val_groups)
+    assert not {groups[i] for i in data.train.indices} & set(data.val_groups)
+    result = train(cfg)
+    assert result["selection_split"] == "val" and not result["top1_best_optimistic"]
+    assert all("val_top1" in row and "test_top1" not in row for row in result["history"])   # test left alone
+    val = [row["val_top1"] for row in result["history"]]
+    assert val[result["best_epoch"] - 1] == max(val) and result["val"]["groups"] == data.val_groups
+    assert result["selected_checkpoint"] == str(tmp_path / "run" / "best.pt")
+    again = evaluate_checkpoint(result["selected_checkpoint"], archives["raw"], tmp_path / "eval", device="cpu",
+                                progress=False)
+    assert again["top1"] == result["top1_best"] == result["top1"] and again["epochs"] == result["best_epoch"]
+    assert "top1_last" in result and not result["warnings"]
+
+
+def test_validation_split_needs_two_groups(archives, tmp_path: Path) -> None:
+    result = train(tiny_config(tmp_path / "run", archives["raw"], val_fraction=0.2, epochs=1))
+    assert result["selection_split"] == "test" and result["val"] is None
+    assert any("no validation split" in w for w in result["warnings"])
+
+
+def test_fine_tune_recipe_without_weights_warns_loudly(archives, tmp_path: Path, capsys) -> None:
+    cfg = TrainConfig.from_recipe("ucf101", backbone="resnet18", width_mult=0.125, input_size=32, batch_size=4,
+                                  epochs=1, train_data=str(archives["raw"]), test_data=str(archives["raw"]),
+                                  output_dir=str(tmp_path / "run"), device="cpu", progress=False)
+    result = train(cfg)
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "--pretrained FILE" in err and "--recipe synthetic" in err
+    assert len(result["warnings"]) == 1 and "random weights" in result["warnings"][0]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["warnings"] == result["warnings"]
+    assert recipe_warnings(dataclasses.replace(cfg, pretrained="resnet50.safetensors")) == []
+    assert recipe_warnings(TrainConfig.from_recipe("synthetic")) == []
+
+
+@pytest.mark.parametrize("script", ["train_tsm.py", "compare.py"])
+def test_scripts_run_from_any_folder(script: str, tmp_path: Path) -> None:
+    """The README runs `python recognition/<script>`; that must import this checkout's packages."""
+    root = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    done = subprocess.run([sys.executable, str(root / "recognition" / script), "--help"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--val-fraction" in done.stdout
