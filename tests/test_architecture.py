@@ -18,7 +18,8 @@ from nvrloader.eval import size_report
 from nvrloader.models import list_models, model_family
 from nvrloader.rate import Budget, byte_split
 
-BUILD_SIDE = ("nvrloader.fit", "nvrloader.framestore", "nvrloader.synth", "nvrloader.codecs", "nvrloader.build",
+BUILD_SIDE = ("nvrloader.fit", "nvrloader.training", "nvrloader.study", "nvrloader.framestore", "nvrloader.synth",
+              "nvrloader.codecs", "nvrloader.build",
               "nvrloader.rate", "nvrloader.video_encode", "nvrloader.eval", "nvrloader.bench", "pytorch_msssim",
               "matplotlib")
 
