@@ -173,3 +173,18 @@ def test_study_command_end_to_end_with_dnerv_and_resume(synth_root, tmp_path):
     assert cli.main([*argv, "--rebuild", "h264"]) == 0      # one codec again, the other kept
     rebuilt = {p.name for p in stamps if p.stat().st_mtime_ns != stamps[p]}
     assert rebuilt == {"h264_3bpp.nvr", "h264_5bpp.nvr"}
+
+
+def test_variants_change_options_of_one_codec():
+    from nvrloader.study.rd import Cell, StudyConfig, parse_variant
+
+    assert parse_variant("dnerv:rgb_residual=false+fusion=concat") == ("dnerv", {"rgb_residual": False,
+                                                                                 "fusion": "concat"})
+    config = StudyConfig(codecs=("dnerv", "dnerv:rgb_residual=false"), levels=(0.3,), time_budget=5)
+    plain, ablated = config.options("dnerv"), config.options("dnerv:rgb_residual=false")
+    assert plain.rgb_residual is None and ablated.rgb_residual is False and ablated.time_budget == 5
+    assert Cell("dnerv:rgb_residual=false", 0.3, Path("b")).name == "dnerv-rgb_residualfalse_0.3bpp"
+    for bad, message in (("dnerv:colour=1", "no option 'colour'"), ("dnerv:gtmlp=maybe", "expected true or false"),
+                         ("h264:crf", "key=value"), ("vp9", "unknown codec")):
+        with pytest.raises(ValueError, match=message):
+            StudyConfig(codecs=(bad,), levels=(0.3,), time_budget=5)

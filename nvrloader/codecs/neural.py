@@ -100,7 +100,8 @@ class NeuralCodec(Codec):
     def _fit_config(self, job: EncodeJob) -> FitConfig:
         opts: NeuralOptions = job.options
         recipe = dict(model_family(self.name).recipe)
-        for key in ("batch_size", "lr", "loss"):
+        recipe.update(recipe.pop("by_size", {}).get(opts.size, {}))   # the papers' values for their presets
+        for key in ("batch_size", "lr", "loss", "warmup_start"):
             if getattr(opts, key) is not None:
                 recipe[key] = getattr(opts, key)
         return FitConfig(**recipe, epochs=opts.epochs, time_budget=opts.time_budget,

@@ -65,6 +65,8 @@ class NeuralOptions(CodecOptions):
                                     low=1)
     lr: float | None = option(None, "peak learning rate (default: the family's recipe)", low=0)
     loss: str | None = option(None, "training loss (default: the family's recipe)", choices=LOSSES)
+    warmup_start: float | None = option(None, "lr fraction the warm-up starts from (default: the family's "
+                                        "recipe)", low=0, high=1)
     time_budget: float | None = option(None, "seconds of fitting; the schedule runs over them and an archive "
                                        "is still written", low=0)
     checkpoint_every: float = option(600.0, "seconds between fit checkpoints", low=0)
@@ -133,6 +135,17 @@ def parse_bool(text: str) -> bool:
     if value in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def option_value(cls: type[CodecOptions], name: str, text: str) -> Any:
+    """A field's value from text, typed as the field is (for options given as key=value)."""
+    if name not in {f.name for f in dataclasses.fields(cls)}:
+        raise ValueError(f"{cls.__name__} has no option {name!r}")
+    kind = _scalar_type(cls, name)
+    try:
+        return parse_bool(text) if kind is bool else kind(text)
+    except (ValueError, argparse.ArgumentTypeError) as err:
+        raise ValueError(f"{cls.__name__}.{name}: {err}") from None
 
 
 def flag(name: str) -> str:

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from nvrloader.build import FrameSpec, parse_resolution
+from nvrloader.build import FrameSpec
+from nvrloader.cliargs import parse_resolution
 
 
 def _list(kind: type) -> Callable[[str], tuple]:
@@ -39,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     rd.add_argument("src", nargs="?", help="dataset folder; omit for the synthetic sample dataset")
     rd.add_argument("--codecs", type=_list(str), default=("h264", "h265", "nerv", "dnerv"),
-                    help="comma-separated codecs (default h264,h265,nerv,dnerv)")
+                    help="comma-separated codecs (default h264,h265,nerv,dnerv); a variant changes options, "
+                    "e.g. dnerv:rgb_residual=false+fusion=concat (an ablation: variants of one codec with "
+                    "--anchor dnerv)")
     rd.add_argument("--bpp", type=_list(float), default=(0.1, 0.2, 0.4),
                     help="comma-separated target bpp levels (default 0.1,0.2,0.4)")
     rd.add_argument("--time-budget", type=float, default=600.0,

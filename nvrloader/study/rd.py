@@ -26,6 +26,24 @@ SMALL_FRAME_PIXELS = 128 * 160    # at or below this, D-NeRV keyframes default t
 REPORT_DROP = ("per_video", "fit")  # bulky report parts left out of the study's summaries
 
 
+def parse_variant(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"dnerv:rgb_residual=false+fusion=concat"`` -> ("dnerv", {"rgb_residual": False, "fusion": "concat"}):
+    a codec with some options changed, so an ablation is a study whose curves are variants of one codec."""
+    from nvrloader.codecs.options import option_value
+
+    codec, _, rest = spec.partition(":")
+    known = codec_options()
+    if codec not in known:
+        raise ValueError(f"unknown codec {codec!r} in {spec!r}; choose from {', '.join(known)}")
+    overrides: dict[str, Any] = {}
+    for item in filter(None, rest.split("+")):
+        key, eq, text = item.partition("=")
+        if not eq:
+            raise ValueError(f"{spec!r}: options of a variant look like key=value, got {item!r}")
+        overrides[key] = option_value(known[codec], key, text)
+    return codec, overrides
+
+
 @dataclass(frozen=True)
 class StudyConfig:
     """What a study builds; two runs with equal configs build identical cells."""
@@ -43,11 +61,11 @@ class StudyConfig:
 
     def __post_init__(self) -> None:
         known = codec_options()
-        for codec in self.codecs:
-            if codec not in known:
-                raise ValueError(f"unknown codec {codec!r}; choose from {', '.join(known)}")
+        for spec in self.codecs:
+            codec, _ = parse_variant(spec)
             if not issubclass(known[codec], (StreamOptions, NeuralOptions)):
                 raise ValueError(f"codec {codec!r} has no rate setting, so it has no curve over bpp levels")
+            self.options(spec)   # a variant's values are checked now, not after the first builds
         if not self.codecs or len(set(self.codecs)) != len(self.codecs):
             raise ValueError(f"codecs must be distinct and at least one, got {self.codecs}")
         if not self.levels or any(not (b > 0) for b in self.levels) or len(set(self.levels)) != len(self.levels):
@@ -55,15 +73,17 @@ class StudyConfig:
         if not self.time_budget > 0:
             raise ValueError(f"the time budget must be > 0 seconds, got {self.time_budget}")
 
-    def options(self, codec: str) -> CodecOptions:
-        """The codec's options: defaults for streams; preset, fit time (budget-bounded) and keyframes for neural."""
+    def options(self, spec: str) -> CodecOptions:
+        """A codec's (or variant's) options: defaults for streams; preset, fit time (budget-bounded) and
+        keyframes for neural codecs; then the variant's own values."""
+        codec, overrides = parse_variant(spec)
         cls = codec_options()[codec]
-        if not issubclass(cls, NeuralOptions):
-            return cls()
-        common: dict[str, Any] = {"size": self.size, "epochs": self.epochs, "time_budget": self.time_budget}
+        common: dict[str, Any] = {}
+        if issubclass(cls, NeuralOptions):
+            common = {"size": self.size, "epochs": self.epochs, "time_budget": self.time_budget}
         if issubclass(cls, KeyframeOptions):
             common["keyframe_codec"] = self.keyframe_codec or self.default_keyframe_codec()
-        return cls(**common)
+        return cls(**{**common, **overrides})
 
     def default_keyframe_codec(self) -> str:
         """AV1 intra frames at small frames, where an AVIF container (~300 bytes) is a large share of each keyframe."""
@@ -84,7 +104,8 @@ class Cell:
 
     @property
     def name(self) -> str:
-        return f"{self.codec}_{self.level:g}bpp"
+        variant = self.codec.replace(":", "-").replace("+", "-").replace("=", "")
+        return f"{variant}_{self.level:g}bpp"
 
     @property
     def archive(self) -> Path:
@@ -170,7 +191,7 @@ def build_cell(config: StudyConfig, cell: Cell, wanted: dict[str, Any], progress
     write_json(cell.record, {"settings": wanted, "status": "running"})
     start = time.perf_counter()
     try:
-        report = build_archive(config.source, cell.archive, cell.codec, config.options(cell.codec),
+        report = build_archive(config.source, cell.archive, parse_variant(cell.codec)[0], config.options(cell.codec),
                                frames=config.frames, target_bpp=cell.level, device=config.device, force=True,
                                resume=resume, cache_dir=config.cache_dir, progress=progress)
     except (CodecError, RateError, ValueError) as err:
