@@ -44,6 +44,7 @@ def test_codec_builds_and_decodes_what_eval_scores(codec, common, tmp_path):
         assert (report["bytes_embeddings"] > 0) == (codec in ("hnerv", "snerv"))
         assert report["bpp"] == pytest.approx(8 * sum(sizes.values()) / (64 * 80 * report["num_frames"]))
         assert 0 < report["params"] < 1_000_000 and report["train_seconds"] > 0
+        assert sum(report["weights_per_part"].values()) == report["params"]
         assert np.isfinite(report["psnr"]) and np.isfinite(report["psnr_before_quantisation"])
     # NVRDataset's clips are exactly the decoder's frames that eval scored
     store = store_of(common)

@@ -28,7 +28,7 @@ from nvrloader.decode.neural import stored_state
 from nvrloader.fit import FitConfig, fit
 from nvrloader.framestore import FrameStore
 from nvrloader.metrics import psnr
-from nvrloader.models import create_model, list_models, model_family
+from nvrloader.models import create_model, list_models, model_family, weights_per_part
 from nvrloader.models.registry import count_model_params
 from nvrloader.rate import RateError, largest_within, search_rate
 
@@ -195,7 +195,7 @@ class NeuralCodec(Codec):
             bits = round(bits, 3)
         job.writer.put("model", "weights", pack_weights(state, bits))
         return {**config(cfg, bits),
-                "report": {"params": count_model_params(model), "train_seconds": round(result.seconds, 1),
+                "report": {"params": count_model_params(model), "weights_per_part": weights_per_part(model), "train_seconds": round(result.seconds, 1),
                            "epochs": result.epochs_done, "steps": result.steps, "stopped_early": result.stopped_early,
                            "psnr_before_quantisation": float_psnr, "fit_psnr": result.psnr,
                            "fit": jsonable({k: v for k, v in dataclasses.asdict(fit_cfg).items()
