@@ -43,7 +43,8 @@ class TransformerBlock(nn.Module):
 
 
 @register_model("enerv", layout="time",
-                recipe=dict(loss="l1_ssim", optimizer="adam", betas=(0.5, 0.999), lr=5e-4, batch_size=16))
+                recipe=dict(loss="l1_ssim", optimizer="adam", betas=(0.5, 0.999), lr=5e-4, batch_size=16,
+                            warmup_start=0.1))  # NeRV-family code: lr_mult = 0.1 + 0.9 * epoch / warmup
 class ENeRV(nn.Module):
     # "L" is the paper's 12.49M model for 720p (the size class of NeRV-L); "S"/"M" sit on the same
     # ladder as NeRV's presets (3.2M / 6.3M) at 256x320.

@@ -99,7 +99,8 @@ def check_tensor(model: str, what: str, x: torch.Tensor, shape: Sequence[int | N
 
 
 @register_model("hnerv", layout="embedding",
-                recipe=dict(loss="l1_ssim", optimizer="adam", betas=(0.9, 0.999), lr=1e-3, batch_size=16))
+                recipe=dict(loss="l1_ssim", optimizer="adam", betas=(0.9, 0.999), lr=1e-3, batch_size=16,
+                            warmup_start=0.1))  # NeRV-family code: lr_mult = 0.1 + 0.9 * epoch / warmup
 class HNeRV(nn.Module):
     """HNeRV: ``encode(frames [N,3,H,W]) -> [N,C,h,w]``; ``model({"embedding": [B,T,C,h,w]}) -> [B,T,3,H,W]``.
 

@@ -18,7 +18,8 @@ from nvrloader.models.sizing import Ramp, Scaling, grid_strides
 
 
 @register_model("nerv", layout="time",
-                recipe=dict(loss="l1_ssim", optimizer="adam", betas=(0.5, 0.999), lr=5e-4, batch_size=16))
+                recipe=dict(loss="l1_ssim", optimizer="adam", betas=(0.5, 0.999), lr=5e-4, batch_size=16,
+                            warmup_start=0.1))  # NeRV-family code: lr_mult = 0.1 + 0.9 * epoch / warmup
 class NeRV(nn.Module):
     # Paper ladder: NeRV-S/M/L are 3.2M / 6.3M / 12.57M; "L" is NeRV-L on 720p Bunny exactly
     # (the E-NeRV authors' config). "ucf-*" are the D-NeRV paper's UCF101 NeRV baselines

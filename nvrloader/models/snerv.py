@@ -72,7 +72,8 @@ def hf_block(ch: int) -> nn.Sequential:
 
 
 @register_model("snerv", layout="subband",
-                recipe=dict(loss="l1_ssim", optimizer="adam", betas=(0.9, 0.999), lr=1e-3, batch_size=16))
+                recipe=dict(loss="l1_ssim", optimizer="adam", betas=(0.9, 0.999), lr=1e-3, batch_size=16,
+                            warmup_start=0.1))  # NeRV-family code: lr_mult = 0.1 + 0.9 * epoch / warmup
 class SNeRV(nn.Module):
     """SNeRV: ``encode(frames [N,3,H,W]) -> [N,C,h,w]`` (from LL); ``model({"embedding": [B,T,C,h,w]})
     -> [B,T,3,H,W]``; ``model(batch, return_subbands=True) -> SNeRVOutput``."""
