@@ -23,6 +23,7 @@ if __package__ in (None, ""):  # `python recognition/compare.py`: import this ch
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
 from nvrloader.archive import ArchiveError, open_archive  # noqa: E402
+from nvrloader.decode import ArchiveMetadata  # noqa: E402
 from nvrloader.distributed import is_main_process  # noqa: E402
 from nvrloader.eval import size_report  # noqa: E402
 from nvrloader.reporting import save_figure, write_json, write_text  # noqa: E402
@@ -32,26 +33,25 @@ from recognition.train_tsm import add_training_arguments, config_from_args  # no
 
 
 def archive_info(path: Path) -> dict[str, Any]:
-    """Codec, bpp (from the archive's bytes) and class list of one archive."""
+    """Codec, bpp (from the archive's bytes) and what its frames are (for the comparability check)."""
     with open_archive(path) as archive:
         size = size_report(archive)
         return {"archive": str(path), "name": path.stem, "codec": archive.codec, "bpp": size["bpp"],
-                "classes": list(archive.meta.get("classes", [])),
-                "resolution": (int(archive.meta["height"]), int(archive.meta["width"]))}
+                "metadata": ArchiveMetadata.from_meta(archive.codec, archive.meta)}
 
 
-def check_compatible(raw: dict[str, Any], others: list[dict[str, Any]]) -> None:
-    """Same classes and frame size everywhere, and unique names (they name the run folders)."""
+def check_compatible(raw: dict[str, Any], others: list[dict[str, Any]], allow_mismatch: bool = False) -> None:
+    """Unique names (they name the run folders) and the same frames everywhere: same videos, frame
+    counts, fps, size and classes, unless ``allow_mismatch`` (classes must agree even then)."""
     names = [raw["name"]] + [o["name"] for o in others]
     if len(set(names)) != len(names):
         raise ValueError(f"archive file names must be unique (they name the run folders): {names}")
     for other in others:
-        if other["classes"] != raw["classes"]:
-            raise ValueError(f"{other['archive']}: class list differs from {raw['archive']} "
-                             f"({len(other['classes'])} vs {len(raw['classes'])} classes)")
-        if other["resolution"] != raw["resolution"]:
-            raise ValueError(f"{other['archive']}: frames are {other['resolution']}, {raw['archive']} has "
-                             f"{raw['resolution']}; the comparison needs the same frames")
+        found = raw["metadata"].differences(other["metadata"])
+        if raw["metadata"].classes != other["metadata"].classes or (found and not allow_mismatch):
+            raise ValueError(f"{other['archive']} and {raw['archive']} do not hold the same frames "
+                             f"({'; '.join(found)}); build it with --match {raw['archive']}, or pass "
+                             "--allow-mismatch to compare anyway")
 
 
 def train_or_reuse(cfg: TrainConfig) -> dict[str, Any]:
@@ -73,13 +73,14 @@ def summary(result: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     return {**{k: result[k] for k in keys if k in result}, "run_dir": str(run_dir)}
 
 
-def compare(raw_path: Path, archives: list[Path], out_dir: Path, cfg: TrainConfig) -> dict[str, Any]:
+def compare(raw_path: Path, archives: list[Path], out_dir: Path, cfg: TrainConfig,
+            allow_mismatch: bool = False) -> dict[str, Any]:
     """Train/evaluate every row of the table; returns the results (rank 0 also writes them)."""
     raw = archive_info(raw_path)
     others = [archive_info(p) for p in archives]
-    check_compatible(raw, others)
+    check_compatible(raw, others, allow_mismatch)
     if cfg.input_size is None:
-        cfg = dataclasses.replace(cfg, input_size=min(raw["resolution"]))
+        cfg = dataclasses.replace(cfg, input_size=min(raw["metadata"].height, raw["metadata"].width))
     base = dataclasses.replace(cfg, train_data=str(raw_path), test_data=str(raw_path), train_split="train",
                                test_split="test", resume=None)
     raw_dir = out_dir / f"raw-{raw['name']}"
@@ -94,8 +95,8 @@ def compare(raw_path: Path, archives: list[Path], out_dir: Path, cfg: TrainConfi
                      "train": summary(trained, train_dir), "test": summary(tested, test_dir)})
     rows.sort(key=lambda r: (r["codec"], r["bpp"]))
     raw_row = {**{k: raw[k] for k in ("codec", "name", "archive", "bpp")}, "raw_raw": summary(raw_run, raw_dir)}
-    results = {"raw": raw_row, "rows": rows, "num_classes": len(raw["classes"]), "config": dataclasses.asdict(cfg),
-               "chance_top1": 100 / max(len(raw["classes"]), 1)}
+    results = {"raw": raw_row, "rows": rows, "num_classes": len(raw["metadata"].classes), "config": dataclasses.asdict(cfg),
+               "chance_top1": 100 / max(len(raw["metadata"].classes), 1)}
     if is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
         write_text(out_dir / "table.md", markdown_table(results))
@@ -153,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m recognition.compare", description=__doc__.splitlines()[0])
     ap.add_argument("raw", type=Path, help="archive of the raw frames (codec raw)")
     ap.add_argument("archives", type=Path, nargs="+", help="compressed archives of the same videos (any codecs)")
-    ap.add_argument("-o", "--output-dir", type=Path, default=Path("runs/compare"))
+    ap.add_argument("-o", "--output-dir", type=Path, default=Path("runs/compare"), help="default runs/compare")
+    ap.add_argument("--allow-mismatch", action="store_true", help="compare archives whose frames differ "
+                    "(videos, frame counts, fps or size); classes must still agree")
     add_training_arguments(ap)
     return ap
 
@@ -161,7 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        results = compare(args.raw, args.archives, args.output_dir, config_from_args(args))
+        results = compare(args.raw, args.archives, args.output_dir, config_from_args(args), args.allow_mismatch)
     except (ArchiveError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

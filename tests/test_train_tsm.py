@@ -340,3 +340,11 @@ def test_scripts_run_from_any_folder(script: str, tmp_path: Path) -> None:
                           text=True, env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--val-fraction" in done.stdout
+
+
+def test_compare_refuses_archives_of_other_frames(archives, synth_root, tmp_path: Path) -> None:
+    other = build_archive(synth_root, tmp_path / "h264_2fps.nvr", tmp_path / "cache", "h264", "--crf", "35",
+                          "--fps", "2")
+    cfg = tiny_config(tmp_path, archives["raw"], epochs=1)
+    with pytest.raises(ValueError, match="do not hold the same frames .*fps"):
+        compare.compare(archives["raw"], [other], tmp_path / "cmp", cfg)
