@@ -94,7 +94,9 @@ def compare(raw_path: Path, archives: list[Path], out_dir: Path, cfg: TrainConfi
         rows.append({**{k: other[k] for k in ("codec", "name", "archive", "bpp")},
                      "train": summary(trained, train_dir), "test": summary(tested, test_dir)})
     rows.sort(key=lambda r: (r["codec"], r["bpp"]))
-    raw_row = {**{k: raw[k] for k in ("codec", "name", "archive", "bpp")}, "raw_raw": summary(raw_run, raw_dir)}
+    m = raw["metadata"]
+    raw_row = {**{k: raw[k] for k in ("codec", "name", "archive", "bpp")}, "raw_raw": summary(raw_run, raw_dir),
+               "frames": f"({len(m.videos)} videos, {m.height}x{m.width}, {m.fps:g} fps)"}
     results = {"raw": raw_row, "rows": rows, "num_classes": len(raw["metadata"].classes), "config": dataclasses.asdict(cfg),
                "chance_top1": 100 / max(len(raw["metadata"].classes), 1)}
     if is_main_process():
@@ -124,27 +126,34 @@ def markdown_table(results: dict[str, Any]) -> str:
 
 
 def plot(results: dict[str, Any], path: Path) -> Path:
-    """Top-1 against bpp: one colour per codec, solid "train", dashed "test", raw/raw as a line."""
+    """Top-1 against bpp: one colour per codec, "train" filled circles and "test" hollow squares set
+    slightly apart (equal accuracies stay visible), each point named by its archive."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 4.8))
     codecs = sorted({r["codec"] for r in results["rows"]})
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, codec in enumerate(codecs):
-        rows = [r for r in results["rows"] if r["codec"] == codec]
-        bpps = [r["bpp"] for r in rows]
-        for setting, style in (("train", "-o"), ("test", "--s")):
-            ax.plot(bpps, [r[setting]["top1"] for r in rows], style, color=colours[i % len(colours)],
-                    label=f"{codec} ({setting})")
+        rows = sorted((r for r in results["rows"] if r["codec"] == codec), key=lambda r: r["bpp"])
+        colour = colours[i % len(colours)]
+        for setting, shift, style in (("train", 0.97, dict(marker="o", ls="-")),
+                                      ("test", 1.03, dict(marker="s", ls="--", mfc="none", ms=8))):
+            ax.plot([r["bpp"] * shift for r in rows], [r[setting]["top1"] for r in rows], color=colour,
+                    label=f"{codec} ({setting})", **style)
+        for r in rows:
+            ax.annotate(r["name"], (r["bpp"], max(r["train"]["top1"], r["test"]["top1"])), fontsize=6,
+                        textcoords="offset points", xytext=(0, 6), ha="center", color=colour)
     ax.axhline(results["raw"]["raw_raw"]["top1"], color="black", lw=1, label="raw / raw")
     ax.axhline(results["chance_top1"], color="grey", lw=1, ls=":", label="chance")
     if results["rows"]:
         ax.set_xscale("log")
-    ax.set_xlabel("bits per pixel")
+    ax.set_xlabel("bits per pixel (from archive bytes, log scale)")
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title("TSM: train on decoded / test on raw (train), train on raw / test on decoded (test)", fontsize=8)
-    ax.legend(fontsize=7)
+    meta = results["raw"].get("frames", "")
+    ax.set_title(f"TSM top-1 vs bpp {meta}\ntrain: trained on decoded, tested on raw; test: trained on raw, "
+                 "tested on decoded", fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
