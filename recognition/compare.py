@@ -22,18 +22,17 @@ from typing import Any
 if __package__ in (None, ""):  # `python recognition/compare.py`: import this checkout, not the script's folder
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from nvrloader.archive import ArchiveError, open_archive  # noqa: E402
-from nvrloader.decode import ArchiveMetadata  # noqa: E402
-from nvrloader.distributed import is_main_process  # noqa: E402
-from nvrloader.eval import size_report  # noqa: E402
 from nvrloader.reporting import save_figure, write_json, write_text  # noqa: E402
 from recognition.config import TrainConfig  # noqa: E402
-from recognition.engine import check_resumable, evaluate_checkpoint, train  # noqa: E402
 from recognition.train_tsm import add_training_arguments, config_from_args  # noqa: E402
 
 
 def archive_info(path: Path) -> dict[str, Any]:
     """Codec, bpp (from the archive's bytes) and what its frames are (for the comparability check)."""
+    from nvrloader.archive import open_archive
+    from nvrloader.decode import ArchiveMetadata
+    from nvrloader.eval import size_report
+
     with open_archive(path) as archive:
         size = size_report(archive)
         return {"archive": str(path), "name": path.stem, "codec": archive.codec, "bpp": size["bpp"],
@@ -56,6 +55,8 @@ def check_compatible(raw: dict[str, Any], others: list[dict[str, Any]], allow_mi
 
 def train_or_reuse(cfg: TrainConfig) -> dict[str, Any]:
     """A finished run of the same experiment is reused; an interrupted one resumes from its checkpoint."""
+    from recognition.engine import check_resumable, train
+
     out = Path(cfg.output_dir)
     done = out / "metrics.json"
     if done.is_file():
@@ -76,6 +77,9 @@ def summary(result: dict[str, Any], run_dir: Path) -> dict[str, Any]:
 def compare(raw_path: Path, archives: list[Path], out_dir: Path, cfg: TrainConfig,
             allow_mismatch: bool = False) -> dict[str, Any]:
     """Train/evaluate every row of the table; returns the results (rank 0 also writes them)."""
+    from nvrloader.distributed import is_main_process
+    from recognition.engine import evaluate_checkpoint
+
     raw = archive_info(raw_path)
     others = [archive_info(p) for p in archives]
     check_compatible(raw, others, allow_mismatch)
@@ -172,6 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from nvrloader.archive import ArchiveError            # after parsing: --help stays fast
+    from nvrloader.distributed import is_main_process
+
     try:
         results = compare(args.raw, args.archives, args.output_dir, config_from_args(args), args.allow_mismatch)
     except (ArchiveError, ValueError, FileNotFoundError) as err:

@@ -20,10 +20,8 @@ from typing import Any
 if __package__ in (None, ""):  # `python recognition/train_tsm.py`: import this checkout, not the script's folder
     sys.path[0] = str(Path(__file__).resolve().parents[1])
 
-from nvrloader.archive import ArchiveError  # noqa: E402
 from nvrloader.reporting import to_json  # noqa: E402
 from recognition.config import OPTIMIZERS, RECIPES, TrainConfig  # noqa: E402
-from recognition.engine import evaluate_checkpoint, train  # noqa: E402
 
 
 def int_list(text: str) -> tuple[int, ...]:
@@ -103,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from nvrloader.archive import ArchiveError           # after parsing: --help stays fast
+    from recognition.engine import evaluate_checkpoint, train
+
     try:
         if args.eval_only:
             if not args.checkpoint:

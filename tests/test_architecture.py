@@ -108,3 +108,20 @@ def test_byte_split_sums_to_the_counted_bytes(synth_root, tmp_path):
     assert parts["config"] > 0 and parts["meta"] > 0 and parts["streams"] > 0
     # the searched CRF counted its own config: the archive lands on the target
     assert abs(report["bpp"] / 1.5 - 1) <= 0.02
+
+
+@pytest.mark.parametrize("command", [["-m", "nvrloader.build"], ["-m", "nvrloader.eval"], ["-m", "nvrloader.bench"],
+                                     ["-m", "nvrloader.synth"], ["-m", "nvrloader.study"],
+                                     ["recognition/train_tsm.py"], ["recognition/compare.py"]])
+def test_help_imports_no_encoder_trainer_or_timm(command):
+    """--help answers in about torch's import time: nothing heavier is loaded to print it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-X", "importtime", *command, "--help"], capture_output=True, text=True,
+                          timeout=120, cwd=root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = {line.split("|")[-1].strip() for line in done.stderr.splitlines() if line.startswith("import time:")}
+    heavy = {"timm", "torchvision", "nvrloader.codecs.base", "nvrloader.codecs.neural", "nvrloader.fit",
+             "matplotlib", "recognition.engine"}
+    assert not loaded & heavy, sorted(loaded & heavy)
