@@ -125,13 +125,16 @@ def _store(file: h5py.File, group: str, name: str, data: bytes | np.ndarray, kin
 
 def read_meta(path: Path) -> dict[str, Any]:
     with h5py.File(path, "r") as file:
-        return json.loads(file["meta"][()].tobytes())
+        return archive_module.decode_meta(file["meta"][()].tobytes())
 
 
 def write_meta(path: Path, value: Any) -> None:
     """Replace the meta with ``value`` (any JSON, NaN allowed) and re-seal."""
-    raw = json.dumps(value).encode()
+    write_meta_bytes(path, archive_module.pack_meta(json.dumps(value).encode()))
 
+
+def write_meta_bytes(path: Path, raw: bytes) -> None:
+    """Replace the stored meta with ``raw`` (with a matching checksum) and re-seal."""
     def change(file: h5py.File) -> None:
         del file["meta"]
         dset = file.create_dataset("meta", data=np.frombuffer(raw, np.uint8))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nvrloader import archive as archive_module
-from nvrloader.archive import Archive, ArchiveError, ArchiveWriter, open_archive
+from nvrloader.archive import VERSION, Archive, ArchiveError, ArchiveWriter, decode_meta, open_archive
 
 # A raw archive of no videos: valid meta (checked on open) whose payloads are whatever a test needs.
 META = {"videos": [], "classes": ["a"], "fps": 2.0, "height": 4, "width": 5, "codec": "raw", "codec_config": {}}
@@ -59,7 +59,7 @@ def test_round_trip(archive_path):
     frames = rng.integers(0, 256, (6, 4, 5, 3), dtype=np.uint8)
     table = rng.normal(size=(7, 3)).astype(np.float32)
     with open_archive(archive_path) as archive:
-        assert archive.codec == "raw" and archive.version == 1 and archive.meta == META
+        assert archive.codec == "raw" and archive.version == VERSION and archive.meta == META
         assert archive.groups() == ["model", "streams"]
         assert archive.get("model", "weights") == weights
         assert archive.get("model", "empty") == b""
@@ -71,7 +71,7 @@ def test_round_trip(archive_path):
 def test_payload_bytes(archive_path):
     with h5py.File(archive_path, "r") as f:
         meta_bytes = f["meta"].size
-        assert json.loads(f["meta"][()].tobytes()) == META
+        assert decode_meta(f["meta"][()].tobytes()) == META
     with open_archive(archive_path) as archive:
         sizes = archive.payload_bytes()
     assert sizes == {"meta": meta_bytes, "model": 5000, "streams": 6 * 4 * 5 * 3 + 7 * 3 * 4}
@@ -140,12 +140,12 @@ def test_foreign_hdf5(tmp_path):
 
 
 def test_newer_version_and_missing_checksum(archive_path):
-    _edit(archive_path, lambda f: f.attrs.__setitem__("version", 2))
-    with pytest.raises(ArchiveError, match="version 2 is not supported"):
+    _edit(archive_path, lambda f: f.attrs.__setitem__("version", VERSION + 1))
+    with pytest.raises(ArchiveError, match=f"version {VERSION + 1} is not supported"):
         open_archive(archive_path)
 
     def drop_checksum(f):
-        f.attrs["version"] = 1
+        f.attrs["version"] = VERSION
         del f["streams"]["table"].attrs["sha256"]
 
     _edit(archive_path, drop_checksum)
@@ -245,7 +245,7 @@ def test_meta_is_validated_on_open(archive_path):
     def set_meta(meta):
         def change(f):
             del f["meta"]
-            raw = json.dumps(meta).encode()
+            raw = archive_module.pack_meta(json.dumps(meta).encode())
             f.create_dataset("meta", data=np.frombuffer(raw, np.uint8)).attrs["sha256"] = \
                 archive_module.hashlib.sha256(raw).hexdigest()
         _edit(archive_path, change)

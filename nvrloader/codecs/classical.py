@@ -1,5 +1,8 @@
 """H.264 and H.265 through PyAV: one bitstream per video, one rate setting for the whole dataset.
 
+Each video is stored as a bare Annex-B stream (no container, no encoder-info SEI): every stored
+byte is one the decoder needs, as for the neural codecs, so low-rate comparisons are fair.
+
 The papers' baselines use a single CRF for every video, so a target bpp is met by searching that
 one value rather than rate-controlling each video.
 """
