@@ -396,7 +396,7 @@ class Archive:
         return file[group][name]
 
     def payload_bytes(self) -> dict[str, int]:
-        """Bytes per group of everything a decoder needs (payload data plus the JSON meta)."""
+        """Bytes per group of everything a decoder needs (payload data plus the stored meta)."""
         with self._reading("payload sizes"):
             file = self._handle()
             sizes = {META: int(file[META].size)}
