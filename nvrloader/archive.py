@@ -2,9 +2,14 @@
 
 Layout::
 
-    /                  attrs: format="nvr", version=1, codec=<codec name>
-    /meta              uint8 [N]  UTF-8 JSON (videos, labels, classes, ...); attrs: sha256
+    /                  attrs: format="nvr", version=2, codec=<codec name>
+    /meta              uint8 [N]  zlib-compressed UTF-8 JSON (videos, labels, classes, ...); attrs: sha256
     /<group>/<name>    payloads; attrs: sha256, kind ("bytes" | "array")
+
+The meta is compressed because per-video names, classes and frame counts are repetitive and count
+towards bpp (72 videos: 9.2 KB of JSON, 0.8 KB compressed); reading inflates at most
+``MAX_META_BYTES``, so a small forged meta cannot expand without bound. Version 1 archives (plain
+JSON meta, H.264/H.265 in Matroska) still open; their streams are refused by the stream decoder.
 
 A payload is either opaque bytes (stored as a 1-D uint8 dataset, returned as ``bytes``) or a
 numeric array (stored with its dtype and shape, returned as ``np.ndarray``). Every dataset carries
@@ -39,6 +44,7 @@ import json
 import os
 import re
 import struct
+import zlib
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -47,10 +53,11 @@ from typing import Any, BinaryIO, Iterator
 import h5py
 import numpy as np
 
-from nvrloader.meta_schema import MetaError, PayloadIndex, validate_meta
+from nvrloader.meta_schema import MAX_META_BYTES, MetaError, PayloadIndex, validate_meta
 
 FORMAT = "nvr"
-VERSION = 1
+VERSION = 2          # 2: zlib-compressed meta, bare H.264/H.265 streams
+READABLE = (1, 2)    # 1: plain JSON meta, H.264/H.265 in Matroska (the stream decoder refuses those)
 META = "meta"
 _KINDS = ("bytes", "array")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -88,9 +95,33 @@ def _sha256_dataset(dset: h5py.Dataset) -> str:
     return digest.hexdigest()
 
 
+def pack_meta(text: bytes) -> bytes:
+    """UTF-8 JSON text as the archive stores it."""
+    return zlib.compress(text, 9)
+
+
 def encode_meta(meta: dict) -> bytes:
     """The meta exactly as an archive stores (and counts) it, so a rate budget can measure it."""
-    return json.dumps(meta, allow_nan=False, sort_keys=True).encode("utf-8")
+    return pack_meta(json.dumps(meta, allow_nan=False, sort_keys=True, separators=(",", ":")).encode("utf-8"))
+
+
+def decode_meta(stored: bytes, version: int = VERSION) -> Any:
+    """The JSON value of a stored meta; inflates at most MAX_META_BYTES (no zip bomb). Raises MetaError."""
+    text = stored
+    if version >= 2:
+        inflater = zlib.decompressobj()
+        try:
+            text = inflater.decompress(stored, MAX_META_BYTES + 1)
+        except zlib.error as exc:
+            raise MetaError(f"meta is not zlib-compressed ({exc})") from None
+        if len(text) > MAX_META_BYTES:
+            raise MetaError(f"meta inflates to more than {MAX_META_BYTES} bytes")
+        if not inflater.eof or inflater.unused_data:
+            raise MetaError("meta is not one complete zlib stream (truncated or followed by other bytes)")
+    try:
+        return json.loads(text.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MetaError(f"meta is not valid UTF-8 JSON: {exc}") from None
 
 
 class ArchiveWriter:
@@ -271,9 +302,9 @@ class Archive:
         version = attrs.get("version")
         if not isinstance(version, (int, np.integer)):
             raise ArchiveError(f"{self.path}: missing or invalid 'version' attribute ({version!r})")
-        if int(version) != VERSION:
+        if int(version) not in READABLE:
             raise ArchiveError(f"{self.path}: archive version {int(version)} is not supported "
-                               f"(this nvrloader reads version {VERSION})")
+                               f"(this nvrloader reads versions {READABLE[0]} to {READABLE[-1]})")
         codec = attrs.get("codec")
         if not isinstance(codec, str) or not codec:
             raise ArchiveError(f"{self.path}: missing or invalid 'codec' attribute ({codec!r})")
@@ -293,17 +324,11 @@ class Archive:
         if hashlib.sha256(raw).hexdigest() != meta_dset.attrs.get("sha256"):
             raise ArchiveError(f"{self.path}: checksum mismatch in {META!r} (file tampered or corrupted)")
         try:
-            meta = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ArchiveError(f"{self.path}: {META!r} is not valid UTF-8 JSON: {exc}") from None
-        self._check_meta(meta, codec, index)
-        return codec, int(version), meta
-
-    def _check_meta(self, meta: Any, codec: str, index: PayloadIndex) -> None:
-        try:
+            meta = decode_meta(raw, int(version))
             validate_meta(meta, codec, index)
         except MetaError as err:
             raise ArchiveError(f"{self.path}: invalid archive meta: {err}") from None
+        return codec, int(version), meta
 
     def _kind(self, key: tuple[str, str], item: h5py.Dataset) -> str:
         """A payload's kind, after checking its attributes and layout (once per payload per process)."""
@@ -371,7 +396,7 @@ class Archive:
         return file[group][name]
 
     def payload_bytes(self) -> dict[str, int]:
-        """Bytes per group of everything a decoder needs (payload data plus the JSON meta)."""
+        """Bytes per group of everything a decoder needs (payload data plus the stored meta)."""
         with self._reading("payload sizes"):
             file = self._handle()
             sizes = {META: int(file[META].size)}

@@ -32,6 +32,7 @@ MAX_CONFIG_INT = 1 << 16   # any integer in model_config (widths, levels, ...) n
 MAX_BLOCKS = 64            # model_config entries that count modules (blocks, heads, upsampling stages)
 MAX_CONFIG_ITEMS = 64      # keys of model_config, items of a list inside it
 MAX_KEYS = 1024            # keys of any other object but the meta itself
+MAX_META_BYTES = 1 << 28   # the meta's JSON text once inflated (~250 bytes a video at MAX_VIDEOS)
 
 NEURAL_CODECS = ("dnerv", "nerv", "enerv", "hnerv", "snerv")
 CLASSICAL_CODECS = ("h264", "h265")

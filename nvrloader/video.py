@@ -5,7 +5,6 @@ in-memory stream) it concerns, so a dataset build can name the bad video and mov
 """
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -221,25 +220,31 @@ def resize_frames(frames: np.ndarray, size: tuple[int, int], mode: str = "stretc
     return out
 
 
-def decode_bytes(data: bytes, num_frames: int | None = None, size: tuple[int, int] | None = None,
-                 codec: str | None = None) -> np.ndarray:
-    """Decode every frame of an in-memory container (the inverse of `encode_frames`).
+def _pixel_bound(size: tuple[int, int]) -> int:
+    """FFmpeg's ``max_pixels`` for pictures of ``size``: what it checks is the coded size (a few
+    macroblocks or CTBs over, and its width aligned for SIMD), so allow 128 more in each dimension;
+    a stream declaring far larger pictures is refused before its buffers are allocated."""
+    return (size[0] + 128) * (size[1] + 128)
 
-    For an untrusted stream: ``codec`` (an FFmpeg decoder name, e.g. "h264") opens it only as the
-    Matroska that `encode_frames` writes, holding that codec, so FFmpeg's format probing never picks
-    another demuxer; ``num_frames`` and ``size`` (H, W) are what it must decode to, and decoding
-    stops with a VideoError at the first frame past ``num_frames`` or of another size.
+
+def decode_bytes(data: bytes, codec: str, num_frames: int | None = None,
+                 size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode every frame of a bare elementary stream (the inverse of `encode_frames`).
+
+    ``codec`` is the FFmpeg decoder ("h264", "hevc"): its parser splits the bytes into packets and
+    only that decoder sees them, with no demuxer and no format probing. For an untrusted stream,
+    ``num_frames`` and ``size`` (H, W) are what it must decode to: decoding stops with a VideoError
+    at the first frame past ``num_frames`` or of another size, and pictures much larger than
+    ``size`` are refused before FFmpeg allocates them.
     """
-    name = f"<in-memory stream of {len(data)} bytes>"
+    name = f"<in-memory {codec} stream of {len(data)} bytes>"
     frames = []
     try:
-        with av.open(io.BytesIO(data), "r", format="matroska" if codec else None) as container:
-            if not container.streams.video:
-                raise VideoError(f"{name}: contains no video stream")
-            stream = container.streams.video[0]
-            if codec is not None and stream.codec_context.name != codec:
-                raise VideoError(f"{name}: holds {stream.codec_context.name}, expected {codec}")
-            for frame in container.decode(stream):
+        ctx = av.CodecContext.create(codec, "r")
+        if size is not None:
+            ctx.options = {"max_pixels": str(_pixel_bound(size))}
+        for packet in [*ctx.parse(data), *ctx.parse(None), None]:  # parse(None) and decode(None) flush
+            for frame in ctx.decode(packet):
                 if num_frames is not None and len(frames) == num_frames:
                     raise VideoError(f"{name}: holds more than the expected {num_frames} frames")
                 if size is not None and (frame.height, frame.width) != tuple(size):

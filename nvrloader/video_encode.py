@@ -4,15 +4,18 @@ Kept apart from `nvrloader.video` so that loading an archive never imports an en
 """
 from __future__ import annotations
 
-import io
 import os
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
+from nvrloader.annexb import strip_user_data
 from nvrloader.video import VideoError
+
+BARE_STREAMS = {"libx264": "h264", "libx265": "hevc"}  # encoder -> the decoder of its elementary stream
 
 
 def _encoder_options(codec: str, options: dict | None) -> dict[str, str]:
@@ -24,19 +27,29 @@ def _encoder_options(codec: str, options: dict | None) -> dict[str, str]:
     return opts
 
 
+def _rate(fps: float) -> Fraction:
+    return Fraction(fps).limit_denominator(1001)
+
+
+def _encoded(encode: Callable[[av.VideoFrame | None], list[av.Packet]], frames: np.ndarray) -> Iterator[av.Packet]:
+    """Packets of ``frames`` (frame i at pts i), flushed: encoders with lookahead hold back the last frames."""
+    for i, rgb in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = i
+        yield from encode(frame)
+    yield from encode(None)
+
+
 def _mux(container, frames: np.ndarray, fps: float, codec: str, options: dict | None,
          codec_tag: str | None, pix_fmt: str) -> None:
-    stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
+    stream = container.add_stream(codec, rate=_rate(fps))
     stream.height, stream.width = frames.shape[1:3]
     stream.pix_fmt = pix_fmt
     if codec_tag is not None:
         stream.codec_context.codec_tag = codec_tag
     stream.options = _encoder_options(codec, options)
-    for i, rgb in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-        frame.pts = i
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))  # flush: encoders with lookahead hold back the last frames
+    for packet in _encoded(stream.encode, frames):
+        container.mux(packet)
 
 
 def _check_frames(frames: np.ndarray, pix_fmt: str) -> None:
@@ -66,12 +79,21 @@ def write_video(path: str | Path, frames: np.ndarray, fps: float, codec: str = "
 
 
 def encode_frames(frames: np.ndarray, fps: float, codec: str, options: dict[str, str]) -> bytes:
-    """Encode frames into an in-memory Matroska container holding one video stream (yuv420p)."""
+    """Encode frames (as yuv420p) into a bare elementary stream: the encoder's packets end to end,
+    no container. The frame rate goes to the encoder only (an archive keeps it in its meta).
+
+    H.264 and H.265 come out as Annex-B with their parameter sets in band, without the user-data
+    SEI in which x264 describes itself (~700 bytes a stream, and the same pixels without it).
+    """
     _check_frames(frames, "yuv420p")
-    buffer = io.BytesIO()
     try:
-        with av.open(buffer, "w", format="matroska") as container:
-            _mux(container, frames, fps, codec, options, None, "yuv420p")
+        ctx = av.CodecContext.create(codec, "w")
+        ctx.height, ctx.width = frames.shape[1:3]
+        ctx.pix_fmt = "yuv420p"
+        ctx.framerate = _rate(fps)
+        ctx.time_base = 1 / ctx.framerate
+        ctx.options = _encoder_options(codec, options)
+        data = b"".join(bytes(packet) for packet in _encoded(ctx.encode, frames))
     except (av.FFmpegError, ValueError) as e:
         raise VideoError(f"<in-memory {codec} stream>: encoding failed ({e})") from e
-    return buffer.getvalue()
+    return strip_user_data(data, BARE_STREAMS[codec]) if codec in BARE_STREAMS else data

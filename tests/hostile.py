@@ -94,8 +94,7 @@ def build(kind: str, path: Path) -> Path:
             if kind == "raw":
                 writer.put("frames", video_key(i), video)
             elif kind == "h264":
-                writer.put("streams", video_key(i), encode_frames(video, 2.0, "libx264",
-                                                                  {"crf": "30", "preset": "ultrafast", "g": str(n)}))
+                writer.put("streams", video_key(i), encode_frames(video, 2.0, "libx264", {**H264_OPTIONS, "g": str(n)}))
             elif kind == "dnerv":
                 keys = video[keyframe_indices(n, config["clip_len"])]
                 writer.put("keyframes", video_key(i), images.pack_images(
@@ -125,13 +124,16 @@ def _store(file: h5py.File, group: str, name: str, data: bytes | np.ndarray, kin
 
 def read_meta(path: Path) -> dict[str, Any]:
     with h5py.File(path, "r") as file:
-        return json.loads(file["meta"][()].tobytes())
+        return archive_module.decode_meta(file["meta"][()].tobytes())
 
 
 def write_meta(path: Path, value: Any) -> None:
     """Replace the meta with ``value`` (any JSON, NaN allowed) and re-seal."""
-    raw = json.dumps(value).encode()
+    write_meta_bytes(path, archive_module.pack_meta(json.dumps(value).encode()))
 
+
+def write_meta_bytes(path: Path, raw: bytes) -> None:
+    """Replace the stored meta with ``raw`` (with a matching checksum) and re-seal."""
     def change(file: h5py.File) -> None:
         del file["meta"]
         dset = file.create_dataset("meta", data=np.frombuffer(raw, np.uint8))
@@ -235,28 +237,28 @@ def mutate_meta(rng: np.random.Generator, path: Path) -> str:
     return f"meta {'.'.join(map(str, where))} {what}"
 
 
-def mutate_payload_bytes(rng: np.random.Generator, path: Path) -> str:
-    group, name = (names := payload_names(path))[rng.integers(len(names))]
-    data = read_payload(path, group, name)
-    raw = bytearray(data.tobytes() if isinstance(data, np.ndarray) else data)
+def damage(rng: np.random.Generator, raw: bytearray) -> tuple[bytearray, str]:
+    """``raw`` flipped, overwritten, truncated, extended or replaced; and what was done."""
     action = rng.integers(5)
     if action == 0 and raw:  # flip a few bytes, mostly near the start where the headers are
         for _ in range(int(rng.integers(1, 4))):
             raw[int(rng.integers(min(len(raw), 64 if rng.random() < 0.7 else len(raw))))] ^= 1 << int(rng.integers(8))
-        what = "flipped"
-    elif action == 1 and len(raw) >= 4:  # a hostile uint32 over a header word
+        return raw, "flipped"
+    if action == 1 and len(raw) >= 4:  # a hostile uint32 over a header word
         at = int(rng.integers(min(len(raw) - 3, 48)))
         raw[at:at + 4] = struct.pack("<I", int(rng.choice(HOSTILE_WORDS)))
-        what = f"word@{at}"
-    elif action == 2:
-        raw = raw[:int(rng.integers(len(raw) + 1))]
-        what = "truncated"
-    elif action == 3:
-        raw += rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8).tobytes()
-        what = "extended"
-    else:
-        raw = bytearray(rng.integers(0, 256, len(raw), dtype=np.uint8).tobytes())
-        what = "random"
+        return raw, f"word@{at}"
+    if action == 2:
+        return raw[:int(rng.integers(len(raw) + 1))], "truncated"
+    if action == 3:
+        return raw + rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8).tobytes(), "extended"
+    return bytearray(rng.integers(0, 256, len(raw), dtype=np.uint8).tobytes()), "random"
+
+
+def mutate_payload_bytes(rng: np.random.Generator, path: Path) -> str:
+    group, name = (names := payload_names(path))[rng.integers(len(names))]
+    data = read_payload(path, group, name)
+    raw, what = damage(rng, bytearray(data.tobytes() if isinstance(data, np.ndarray) else data))
     if isinstance(data, np.ndarray):
         usable = len(raw) // data.itemsize * data.itemsize
         new: bytes | np.ndarray = np.frombuffer(bytes(raw[:usable]), data.dtype)
@@ -266,6 +268,14 @@ def mutate_payload_bytes(rng: np.random.Generator, path: Path) -> str:
         new = bytes(raw)
     write_payload(path, group, name, new)
     return f"payload {group}/{name} {what}"
+
+
+def mutate_meta_bytes(rng: np.random.Generator, path: Path) -> str:
+    """The stored (compressed) meta damaged, with a matching checksum."""
+    with h5py.File(path, "r") as file:
+        raw, what = damage(rng, bytearray(file["meta"][()].tobytes()))
+    write_meta_bytes(path, bytes(raw))
+    return f"stored meta {what}"
 
 
 QUANT_PAYLOADS = (("model", "weights"), ("embeddings", "all"))
@@ -309,14 +319,41 @@ def mutate_kind(rng: np.random.Generator, path: Path) -> str:
     return f"{group}/{name} stored as another dtype"
 
 
+H264_OPTIONS = {"crf": "30", "preset": "ultrafast"}
+
+
+def matroska(video: np.ndarray) -> bytes:
+    """``video`` as H.264 in Matroska: the stream payload of a version-1 archive."""
+    import tempfile
+
+    from nvrloader.video_encode import write_video
+
+    with tempfile.TemporaryDirectory() as folder:
+        file = Path(folder) / "v.mkv"
+        write_video(file, video, 2.0, "libx264", {**H264_OPTIONS, "g": str(len(video))})
+        return file.read_bytes()
+
+
+def downgrade(path: Path) -> None:
+    """Rewrite an archive as version 1 stored it: plain JSON meta and H.264 streams in Matroska."""
+    value = read_meta(path)
+    reseal(path, lambda file: file.attrs.__setitem__("version", 1))
+    write_meta_bytes(path, json.dumps(value).encode())
+    if "streams" in {group for group, _ in payload_names(path)}:
+        for i, (n, _, _) in enumerate(VIDEOS):
+            write_payload(path, "streams", video_key(i), matroska(frames(i, n)))
+
+
 def mutate_stream(rng: np.random.Generator, path: Path) -> str:
     """An H.264 stream swapped for another container or codec, a playlist, or frames of another size."""
     from nvrloader.video_encode import encode_frames
 
     name = video_key(int(rng.integers(len(VIDEOS))))
     n = VIDEOS[int(name)][0]
-    action = rng.integers(3)
-    if action == 0:
+    action = rng.integers(4)
+    if action == 3:
+        data, what = matroska(frames(int(name), n)), "the same video in Matroska"
+    elif action == 0:
         data, what = b"#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXTINF:1,\nfile:///etc/hostname\n#EXT-X-ENDLIST\n", "a playlist"
     elif action == 1:
         data, what = encode_frames(frames(0, n), 2.0, "mpeg4", {}), "MPEG-4 part 2"
@@ -356,8 +393,9 @@ def flip_file(rng: np.random.Generator, path: Path) -> str:
 
 
 MUTATORS: dict[str, tuple[Callable[[np.random.Generator, Path], str], ...]] = {
-    "raw": (mutate_meta, mutate_meta, mutate_payload_bytes, mutate_kind, flip_file),
-    "h264": (mutate_meta, mutate_meta, mutate_payload_bytes, mutate_stream, mutate_kind, flip_file),
+    "raw": (mutate_meta, mutate_meta, mutate_meta_bytes, mutate_payload_bytes, mutate_kind, flip_file),
+    "h264": (mutate_meta, mutate_meta, mutate_meta_bytes, mutate_payload_bytes, mutate_stream, mutate_kind,
+             flip_file),
     "nerv": (mutate_meta, mutate_quant, mutate_quant, mutate_payload_bytes, mutate_kind, flip_file),
     "hnerv": (mutate_meta, mutate_quant, mutate_quant, mutate_payload_bytes, mutate_kind, flip_file),
     "dnerv": (mutate_meta, mutate_quant, mutate_keyframes, mutate_keyframes, mutate_payload_bytes, mutate_kind,

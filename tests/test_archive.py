@@ -1,13 +1,14 @@
 import json
 import multiprocessing
 import pickle
+import zlib
 
 import h5py
 import numpy as np
 import pytest
 
 from nvrloader import archive as archive_module
-from nvrloader.archive import Archive, ArchiveError, ArchiveWriter, open_archive
+from nvrloader.archive import VERSION, Archive, ArchiveError, ArchiveWriter, decode_meta, open_archive
 
 # A raw archive of no videos: valid meta (checked on open) whose payloads are whatever a test needs.
 META = {"videos": [], "classes": ["a"], "fps": 2.0, "height": 4, "width": 5, "codec": "raw", "codec_config": {}}
@@ -59,7 +60,7 @@ def test_round_trip(archive_path):
     frames = rng.integers(0, 256, (6, 4, 5, 3), dtype=np.uint8)
     table = rng.normal(size=(7, 3)).astype(np.float32)
     with open_archive(archive_path) as archive:
-        assert archive.codec == "raw" and archive.version == 1 and archive.meta == META
+        assert archive.codec == "raw" and archive.version == VERSION and archive.meta == META
         assert archive.groups() == ["model", "streams"]
         assert archive.get("model", "weights") == weights
         assert archive.get("model", "empty") == b""
@@ -71,7 +72,7 @@ def test_round_trip(archive_path):
 def test_payload_bytes(archive_path):
     with h5py.File(archive_path, "r") as f:
         meta_bytes = f["meta"].size
-        assert json.loads(f["meta"][()].tobytes()) == META
+        assert decode_meta(f["meta"][()].tobytes()) == META
     with open_archive(archive_path) as archive:
         sizes = archive.payload_bytes()
     assert sizes == {"meta": meta_bytes, "model": 5000, "streams": 6 * 4 * 5 * 3 + 7 * 3 * 4}
@@ -140,12 +141,12 @@ def test_foreign_hdf5(tmp_path):
 
 
 def test_newer_version_and_missing_checksum(archive_path):
-    _edit(archive_path, lambda f: f.attrs.__setitem__("version", 2))
-    with pytest.raises(ArchiveError, match="version 2 is not supported"):
+    _edit(archive_path, lambda f: f.attrs.__setitem__("version", VERSION + 1))
+    with pytest.raises(ArchiveError, match=f"version {VERSION + 1} is not supported"):
         open_archive(archive_path)
 
     def drop_checksum(f):
-        f.attrs["version"] = 1
+        f.attrs["version"] = VERSION
         del f["streams"]["table"].attrs["sha256"]
 
     _edit(archive_path, drop_checksum)
@@ -243,12 +244,7 @@ def test_decoding_lets_interrupts_and_archive_errors_through(archive_path):
 
 def test_meta_is_validated_on_open(archive_path):
     def set_meta(meta):
-        def change(f):
-            del f["meta"]
-            raw = json.dumps(meta).encode()
-            f.create_dataset("meta", data=np.frombuffer(raw, np.uint8)).attrs["sha256"] = \
-                archive_module.hashlib.sha256(raw).hexdigest()
-        _edit(archive_path, change)
+        _set_stored_meta(archive_path, archive_module.pack_meta(json.dumps(meta).encode()))
 
     set_meta({**META, "videos": [{"name": "v0", "label": 0, "split": "train", "num_frames": 6}]})
     with pytest.raises(ArchiveError, match=r"invalid archive meta: payload frames/000000 is missing"):
@@ -259,3 +255,65 @@ def test_meta_is_validated_on_open(archive_path):
     set_meta([1, 2])
     with pytest.raises(ArchiveError, match=r"invalid archive meta: meta: expected an object"):
         open_archive(archive_path)
+
+
+# -- compressed meta -------------------------------------------------------------------------------
+def _set_stored_meta(path, stored: bytes) -> None:
+    """Replace the stored meta bytes (with a matching checksum) and re-seal, to reach the meta decoding."""
+    def change(f):
+        del f["meta"]
+        f.create_dataset("meta", data=np.frombuffer(stored, np.uint8)).attrs["sha256"] = \
+            archive_module.hashlib.sha256(stored).hexdigest()
+    _edit(path, change)
+
+
+def test_meta_round_trips_compressed():
+    videos = [{"name": f"v_Class{i % 6}_g{i // 24 + 1:02d}_c{i % 4 + 1:02d}", "class_name": f"Class{i % 6}",
+               "label": i % 6, "split": "train" if i % 3 else "test", "group": i // 24 + 1, "num_frames": 10 + i % 7}
+              for i in range(200)]
+    meta = {**META, "classes": [f"Class{i}" for i in range(6)], "videos": videos}
+    stored = archive_module.encode_meta(meta)
+    assert decode_meta(stored) == meta
+    assert len(stored) < len(json.dumps(meta)) / 8          # 200 videos: ~30 KB of JSON
+    assert archive_module.encode_meta(dict(reversed(meta.items()))) == stored   # sorted: one byte string per meta
+
+
+def test_meta_inflating_past_the_bound_is_refused(archive_path, monkeypatch):
+    padded = archive_module.pack_meta(json.dumps(META).encode() + b" " * 100_000)   # valid JSON, 100 KB
+    _set_stored_meta(archive_path, padded)
+    assert open_archive(archive_path).meta == META
+    monkeypatch.setattr(archive_module, "MAX_META_BYTES", 4096)
+    with pytest.raises(ArchiveError, match="invalid archive meta: meta inflates to more than 4096 bytes"):
+        open_archive(archive_path)
+
+
+@pytest.mark.slow
+def test_meta_bomb_is_refused_at_the_real_bound(archive_path):
+    deflate = zlib.compressobj(9)
+    bomb = b"".join(deflate.compress(b" " * (1 << 20)) for _ in range(archive_module.MAX_META_BYTES >> 20 | 1))
+    _set_stored_meta(archive_path, bomb + deflate.flush())   # ~260 KB stored
+    with pytest.raises(ArchiveError, match="meta inflates to more than"):
+        open_archive(archive_path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda stored: stored[:-4], "not one complete zlib stream"),
+    (lambda stored: stored + b"\x00", "not one complete zlib stream"),
+    (lambda stored: json.dumps(META).encode(), "not zlib-compressed"),           # a version-1 meta
+    (lambda stored: zlib.compress(b"\xff\xfe{}"), "not valid UTF-8 JSON"),
+    (lambda stored: zlib.compress(b'{"videos": ['), "not valid UTF-8 JSON"),
+])
+def test_damaged_compressed_meta_is_refused(archive_path, damage, message):
+    with h5py.File(archive_path, "r") as f:
+        stored = f["meta"][()].tobytes()
+    _set_stored_meta(archive_path, damage(stored))
+    with pytest.raises(ArchiveError, match=f"invalid archive meta: .*{message}"):
+        open_archive(archive_path)
+
+
+def test_version_1_archive_with_plain_json_meta_still_opens(archive_path):
+    _edit(archive_path, lambda f: f.attrs.__setitem__("version", 1))
+    _set_stored_meta(archive_path, json.dumps(META).encode())
+    with open_archive(archive_path) as archive:
+        assert archive.version == 1 and archive.meta == META
+        assert archive.get("streams", "table").shape == (7, 3)

@@ -14,6 +14,7 @@ from nvrloader import bench, build
 from nvrloader import eval as nvr_eval
 from nvrloader.archive import ArchiveError, open_archive
 from nvrloader.decode import open_decoder
+from nvrloader.meta_schema import video_key
 from nvrloader.rate import RateError, search_rate
 
 from nvrloader.dataset import NVRDataset
@@ -69,6 +70,28 @@ def test_h264_decode_matches_pyav(built):
     with av.open(io.BytesIO(stream)) as container:
         theirs = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     assert torch.equal(ours, torch.from_numpy(theirs).permute(0, 3, 1, 2))
+
+
+def test_h264_builds_store_byte_identical_bare_streams(built):
+    out, _, common, _ = built
+    assert build.main([*common, "--codec", "h264", "--crf", "28", "--no-eval", "-o", str(out / "again.nvr")]) == 0
+    with open_archive(out / "h264.nvr") as first, open_archive(out / "again.nvr") as again:
+        assert first.payload_bytes() == again.payload_bytes()
+        for i in range(len(first.meta["videos"])):
+            stream = first.get("streams", video_key(i))
+            assert stream == again.get("streams", video_key(i))
+            assert stream.startswith(b"\x00\x00\x00\x01") and b"x264 - core" not in stream   # bare Annex-B
+
+
+@pytest.mark.parametrize("codec", ["h264", pytest.param("h265", marks=pytest.mark.slow)])  # h265: ~8 s
+def test_veryslow_preset_end_to_end(built, codec):
+    out, _, common, _ = built
+    path = out / f"{codec}-veryslow.nvr"
+    assert build.main([*common, "--codec", codec, "--preset", "veryslow", "--crf", "28", "-o", str(path)]) == 0
+    report = json.loads(path.with_suffix(".json").read_text())
+    assert report["codec_config"]["preset"] == "veryslow" and 20 < report["psnr"] < 60
+    ds = NVRDataset(path, split="all", num_segments=2, device="cpu")
+    assert ds[0][0].shape == (2, 3, *map(int, RES.split("x")))
 
 
 def test_eval_agrees_with_build_report(built):

@@ -197,12 +197,15 @@ def test_keyframe_of_another_size_is_refused(copy):
 @pytest.mark.parametrize("stream", [
     b"#EXTM3U\n#EXTINF:1,\nfile:///etc/hostname\n#EXT-X-ENDLIST\n",
     "mpeg4",
+    "matroska",
 ])
 def test_stream_in_another_container_or_codec_is_refused(copy, stream):
     path = copy("h264")
     if stream == "mpeg4":
         from nvrloader.video_encode import encode_frames
         stream = encode_frames(hostile.frames(0, 5), 2.0, "mpeg4", {})
+    elif stream == "matroska":
+        stream = hostile.matroska(hostile.frames(0, 5))
     hostile.write_payload(path, "streams", "000000", stream)
     with open_archive(path) as archive, pytest.raises(ArchiveError, match="streams/000000"):
         open_decoder(archive, "cpu").decode([(0, np.arange(5))])
@@ -212,3 +215,22 @@ def test_valid_archive_still_decodes_every_frame(bases):
     with open_archive(bases["dnerv"]) as archive:
         clip = open_decoder(archive, "cpu").decode([(1, np.arange(3))])[0]
     assert clip.shape == (3, 3, hostile.HEIGHT, hostile.WIDTH) and clip.dtype == torch.uint8
+
+
+# -- archives of an older format -----------------------------------------------------------------
+def test_version_1_stream_archive_asks_for_a_rebuild(copy):
+    path = copy("h264")
+    hostile.downgrade(path)
+    with open_archive(path) as archive:
+        assert archive.version == 1 and len(archive.meta["videos"]) == len(hostile.VIDEOS)
+        with pytest.raises(ArchiveError, match="h264 streams are in Matroska.*built by an older nvrloader; rebuild"):
+            open_decoder(archive, "cpu")
+
+
+@pytest.mark.parametrize("kind", ["raw", "nerv"])
+def test_version_1_archives_of_other_codecs_still_decode(copy, prober, kind):
+    path = copy(kind)
+    hostile.downgrade(path)
+    with open_archive(path) as archive:
+        assert archive.version == 1
+    assert prober.probe(path) == {"outcome": "ok"}

@@ -1,5 +1,8 @@
 """H.264 and H.265 through PyAV: one bitstream per video, one rate setting for the whole dataset.
 
+Each video is stored as a bare Annex-B stream (no container, no encoder-info SEI): every stored
+byte is one the decoder needs, as for the neural codecs, so low-rate comparisons are fair.
+
 The papers' baselines use a single CRF for every video, so a target bpp is met by searching that
 one value rather than rate-controlling each video.
 """
@@ -22,7 +25,11 @@ ENCODERS = dict(zip(STREAM_CODECS, ("libx264", "libx265")))
 # within 1%, equal PSNR; 2-3x the encoding time). x265 needed no assembly, one thread and fixed
 # B-frame placement (adaptive placement was the remaining source: 1 of 36 encodes differed with
 # it on, 0 of 36 off; on the same 24 videos its rate-distortion is within 0.2 dB of the default).
-# Decoding is unaffected.
+# Decoding is unaffected. Stored bare, equal inputs give byte-identical streams, with one known
+# exception: x265 reads uninitialised memory at 64x80 with its 64-pixel CTUs (the same encode under
+# different MALLOC_PERTURB_ fills differed in 10 of the 72 sample videos at crf 30, 1 at crf 51;
+# none at 48x64, 128x160, 256x320). ctu=32 removes it (0 of 72) but at 256x320 costs 1.7% more bytes
+# and 0.07-0.19 dB (crf 30/40), so it is not set.
 DETERMINISTIC = {"h264": {"x264-params": "no-asm=1"},
                  "h265": {"x265-params": "pools=none:frame-threads=1:lookahead-slices=0:asm=0:b-adapt=0"}}
 CRF_RANGE = (0.0, 51.0)
