@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nvrloader.decode import ArchiveDecoder
+from nvrloader.decode import ArchiveDecoder, DecodeOptions
 from nvrloader.sampling import SAMPLINGS, sample_indices
 
 SPLITS = ("train", "test", "all")
@@ -33,7 +33,8 @@ class NVRDataset(Dataset):
                  frames_per_segment: int = 1, sampling: str = "tsn",
                  transform: Callable[[torch.Tensor], Any] | None = None, device: str | torch.device = "auto",
                  output: str = "uint8", random_offset: bool | None = None, half: bool = False,
-                 seed: int | None = None, return_info: bool = False) -> None:
+                 seed: int | None = None, return_info: bool = False,
+                 decode_options: DecodeOptions | None = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if sampling not in SAMPLINGS:
@@ -47,7 +48,7 @@ class NVRDataset(Dataset):
         self.num_segments, self.frames_per_segment = num_segments, frames_per_segment
         self.transform = transform
         self.return_info = return_info
-        self.decoder = ArchiveDecoder(self.path, device, half)
+        self.decoder = ArchiveDecoder(self.path, device, half, decode_options)
         self.device = self.decoder.device
         self.meta: dict[str, Any] = self.decoder.archive.meta
         self.codec = self.decoder.codec

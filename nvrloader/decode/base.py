@@ -5,12 +5,15 @@ Decoders read payloads and meta only; nothing here knows how the archive was bui
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
 from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 import torch
 
 from nvrloader.archive import Archive, ArchiveError
+from nvrloader.decode.runtime import host_to_device
+from nvrloader.decode.stats import DecodeStats
 
 
 def video_key(video: int) -> str:
@@ -18,15 +21,37 @@ def video_key(video: int) -> str:
     return f"{video:06d}"
 
 
-class Decoder(ABC):
-    """Reads one archive's payloads back into frames on a device."""
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How a decoder runs; each decoder uses the options that concern it (neural ones use them all).
 
-    def __init__(self, archive: Archive, device: torch.device, half: bool = False) -> None:
-        if half and device.type != "cuda":
+    ``half``: fp16 weights and activations (CUDA only). ``cache_mb``: per-process budget for decoded
+    side information kept across requests (D-NeRV keyframe pyramids; 0 keeps nothing).
+    ``channels_last``: NHWC convolutions; None picks them on CUDA, where they pay (on CPU they were
+    slower for D-NeRV). ``compile``: run the model through ``torch.compile`` (optional, never required).
+    """
+
+    half: bool = False
+    cache_mb: float = 256.0
+    channels_last: bool | None = None
+    compile: bool = False
+
+    def use_channels_last(self, device: torch.device) -> bool:
+        return device.type == "cuda" if self.channels_last is None else self.channels_last
+
+
+class Decoder(ABC):
+    """Reads one archive's payloads back into frames on a device, counting its work in ``stats``."""
+
+    def __init__(self, archive: Archive, device: torch.device, options: DecodeOptions | None = None,
+                 stats: DecodeStats | None = None) -> None:
+        self.options = options or DecodeOptions()
+        if self.options.half and device.type != "cuda":
             raise ValueError("fp16 decoding needs a CUDA device (half=True)")
         self.archive = archive
         self.device = device
-        self.half = half
+        self.half = self.options.half
+        self.stats = stats or DecodeStats()
         self.meta = archive.meta
         self.config: dict[str, Any] = archive.meta.get("codec_config", {})
 
@@ -55,12 +80,17 @@ def decoder_names() -> list[str]:
     return list(_DECODERS)
 
 
-def open_decoder(archive: Archive, device: torch.device | str = "cpu", half: bool = False) -> Decoder:
-    """The decoder of whatever codec ``archive`` holds; ``half`` runs neural decoders in fp16 (CUDA)."""
+def open_decoder(archive: Archive, device: torch.device | str = "cpu", half: bool = False,
+                 options: DecodeOptions | None = None, stats: DecodeStats | None = None) -> Decoder:
+    """The decoder of whatever codec ``archive`` holds; ``half`` (or ``options.half``) runs neural
+    decoders in fp16 (CUDA)."""
     if archive.codec not in _DECODERS:
         raise ArchiveError(f"{archive.path}: codec {archive.codec!r} is not known to this nvrloader "
                            f"(known: {', '.join(_DECODERS)})")
-    return _DECODERS[archive.codec](archive, torch.device(device), half)
+    options = options or DecodeOptions()
+    if half and not options.half:
+        options = replace(options, half=True)
+    return _DECODERS[archive.codec](archive, torch.device(device), options, stats)
 
 
 class WholeVideoDecoder(Decoder):
@@ -72,8 +102,9 @@ class WholeVideoDecoder(Decoder):
 
     cache_size: ClassVar[int] = 16
 
-    def __init__(self, archive: Archive, device: torch.device, half: bool = False) -> None:
-        super().__init__(archive, device, half)  # frames are uint8 already: half changes nothing here
+    def __init__(self, archive: Archive, device: torch.device, options: DecodeOptions | None = None,
+                 stats: DecodeStats | None = None) -> None:
+        super().__init__(archive, device, options, stats)  # frames are uint8 already: half changes nothing
         self._cache: dict[int, torch.Tensor] = {}
 
     @abstractmethod
@@ -84,8 +115,9 @@ class WholeVideoDecoder(Decoder):
         if video in self._cache:
             self._cache[video] = self._cache.pop(video)  # most recently used goes last
         else:
-            frames = torch.from_numpy(np.ascontiguousarray(self.decode_video(video)))
-            self._cache[video] = frames.permute(0, 3, 1, 2).to(self.device)
+            frames = host_to_device(np.ascontiguousarray(self.decode_video(video)), self.device)
+            self.stats.add(frames_decoded=len(frames))
+            self._cache[video] = frames.permute(0, 3, 1, 2)
             while len(self._cache) > self.cache_size:
                 self._cache.pop(next(iter(self._cache)))
         return self._cache[video]

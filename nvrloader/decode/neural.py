@@ -2,7 +2,6 @@
 (D-NeRV keyframes, HNeRV/SNeRV embeddings), one forward pass per DataLoader batch."""
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -11,8 +10,11 @@ from torch import nn
 
 from nvrloader.archive import Archive
 from nvrloader.compress import images, quant
-from nvrloader.decode.base import Decoder, register_decoder, video_key
-from nvrloader.decode.layouts import LAYOUTS, FrameTable, TimeLayout, to_float
+from nvrloader.decode.base import DecodeOptions, Decoder, register_decoder, video_key
+from nvrloader.decode.cache import ByteLRU
+from nvrloader.decode.layouts import LAYOUTS, FrameTable, TimeLayout, param_dtype
+from nvrloader.decode.runtime import host_to_device
+from nvrloader.decode.stats import DecodeStats
 from nvrloader.models import list_models, model_family
 
 
@@ -35,23 +37,31 @@ def load_stored_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 @register_decoder(*list_models())
 class NeuralDecoder(Decoder):
-    """Weights dequantised onto the device once; each DataLoader batch is one forward pass."""
+    """Weights dequantised onto the device once; each DataLoader batch is one forward pass.
 
-    keyframe_cache = 64
+    D-NeRV keyframes are decoded and put through the content encoder once per video, and the pyramids
+    kept (``options.cache_mb`` per process) for later requests of the same video."""
 
-    def __init__(self, archive: Archive, device: torch.device, half: bool = False) -> None:
-        super().__init__(archive, device, half)
+    def __init__(self, archive: Archive, device: torch.device, options: DecodeOptions | None = None,
+                 stats: DecodeStats | None = None) -> None:
+        super().__init__(archive, device, options, stats)
         cfg = self.config
         family = model_family(cfg["model"])
         self.model = family.model(**cfg["model_config"]).to(device).eval()
         load_stored_state(self.model, {k: v.to(device) for k, v in
                                        quant.unpack(archive.get("model", "weights")).items()})
-        if half:
+        if self.half:
             self.model.half()
+        self.memory_format = (torch.channels_last if self.options.use_channels_last(device)
+                              else torch.contiguous_format)
+        self.model.to(memory_format=self.memory_format)
         table = FrameTable(tuple(int(v["num_frames"]) for v in self.meta["videos"]))
         self.layout: TimeLayout = LAYOUTS[family.layout](table, cfg.get("clip_len", 8))
+        if self.options.compile:   # the method the layout calls, compiled on this instance only
+            entry = self.layout.entry
+            setattr(self.model, entry, torch.compile(getattr(self.model, entry), dynamic=True))
         self._embeddings: list[torch.Tensor] | None = None
-        self._keyframes: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._pyramids: ByteLRU[list[torch.Tensor]] = ByteLRU(int(self.options.cache_mb * 2 ** 20))
 
     def embeddings(self, video: int) -> torch.Tensor:
         if self._embeddings is None:
@@ -60,16 +70,23 @@ class NeuralDecoder(Decoder):
         return self._embeddings[video]
 
     def keyframes(self, video: int) -> torch.Tensor:
-        if video not in self._keyframes:
-            codec = self.config["keyframes"]["codec"]
-            streams = images.unpack_streams(self.archive.get("keyframes", video_key(video)))
-            frames = np.stack([images.decode_image(s, codec) for s in streams])
-            self._keyframes[video] = to_float(frames).to(self.device)
-            if len(self._keyframes) > self.keyframe_cache:
-                self._keyframes.popitem(last=False)
-        self._keyframes.move_to_end(video)
-        return self._keyframes[video]
+        """A video's decoded keyframes, float [K, 3, H, W] in [0, 1] in the model's precision."""
+        codec = self.config["keyframes"]["codec"]
+        streams = images.unpack_streams(self.archive.get("keyframes", video_key(video)))
+        frames = np.stack([images.decode_image(s, codec) for s in streams])
+        self.stats.add(keyframes_decoded=len(frames))
+        pixels = host_to_device(frames, self.device).permute(0, 3, 1, 2).float().div_(255)
+        return pixels.to(param_dtype(self.model), memory_format=self.memory_format)
 
-    @torch.no_grad()
+    def pyramid(self, video: int) -> list[torch.Tensor]:
+        """A video's keyframes through D-NeRV's content encoder, made once and kept while the cache allows."""
+        return self._pyramids.get(video, lambda: self._encode(video))
+
+    def _encode(self, video: int) -> list[torch.Tensor]:
+        keyframes = self.keyframes(video)
+        self.stats.add(keyframes_encoded=len(keyframes))
+        return self.model.encode_keyframes(keyframes)
+
+    @torch.inference_mode()
     def decode(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[torch.Tensor]:
-        return self.layout.decode(self.model, requests, self.device, self)
+        return self.layout.decode(self.model, requests, self.device, self, self.stats.add)
