@@ -97,8 +97,12 @@ class NVRDataset(Dataset):
         return sample_indices(self.sampling, num_frames, self.num_segments, self.frames_per_segment,
                               random_offset, rng)
 
-    def __getitems__(self, indices: list[int]) -> list[tuple[Any, ...]]:
-        requests = [(self.video_ids[i], self.frame_indices(i)) for i in indices]
+    def request(self, index: int) -> tuple[int, np.ndarray]:
+        """What clip ``index`` needs decoded: (archive video, frame indices)."""
+        return self.video_ids[index], self.frame_indices(index)
+
+    def decode_items(self, indices: list[int], requests: list[tuple[int, np.ndarray]]) -> list[tuple[Any, ...]]:
+        """The items of clips ``indices`` from their requests, decoded together (one forward pass)."""
         clips = self.decoder.get_frames_batch(requests)
         out = []
         for i, (video, idx), clip in zip(indices, requests, clips):
@@ -113,6 +117,9 @@ class NVRDataset(Dataset):
             else:
                 out.append((clip, self.labels[i]))
         return out
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, ...]]:
+        return self.decode_items(indices, [self.request(i) for i in indices])
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         if not -len(self) <= index < len(self):

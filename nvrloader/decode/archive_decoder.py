@@ -12,7 +12,7 @@ import torch
 
 from nvrloader.archive import Archive, ArchiveError, open_archive
 from nvrloader.decode.base import DecodeOptions, Decoder, open_decoder
-from nvrloader.decode.runtime import configure_worker_threads
+from nvrloader.decode.runtime import configure_worker_threads, tune_malloc
 from nvrloader.decode.stats import DecodeStats
 from nvrloader.device import resolve_device
 
@@ -91,6 +91,8 @@ class ArchiveDecoder:
     def _codec_decoder(self) -> Decoder:
         if self._decoder is None or self._pid != os.getpid():
             configure_worker_threads()
+            if self.options.tune_malloc and self.device.type == "cpu":
+                tune_malloc()
             self._decoder = open_decoder(self.archive, self.device, self.half, self.options, self.stats)
             self._pid = os.getpid()
         return self._decoder

@@ -89,6 +89,12 @@ def deliver(frames: torch.Tensor, rows: list[np.ndarray]) -> list[torch.Tensor]:
     return [frames[torch.as_tensor(r, dtype=torch.long, device=frames.device)] for r in rows]
 
 
+def chunks(n: int, size: int | None) -> list[tuple[int, int]]:
+    """[start, end) ranges covering 0..n in pieces of ``size`` (one piece when None)."""
+    size = max(1, size or n)
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
 def no_stats(**counts: int) -> None:
     """The counter used when a caller keeps none (training-side decodes)."""
 
@@ -97,7 +103,6 @@ class TimeLayout:
     """NeRV / E-NeRV: the global frame index is the whole input; no side information."""
 
     side_info = "none"
-    entry = "forward"   # the model method decode() runs: what DecodeOptions.compile compiles
 
     def __init__(self, table: FrameTable, clip_len: int = 8) -> None:
         self.table = table
@@ -110,12 +115,16 @@ class TimeLayout:
         return {"t": t.to(device, dtype)[:, None]}
 
     def decode(self, model: nn.Module, requests: Sequence[tuple[int, np.ndarray]], device: torch.device,
-               side: SideInfo, count: Callable[..., None] = no_stats) -> list[torch.Tensor]:
-        """uint8 [N_i, 3, H, W] per request, in one forward pass; ``count`` receives frames_decoded."""
+               side: SideInfo, count: Callable[..., None] = no_stats,
+               chunk_frames: int | None = None) -> list[torch.Tensor]:
+        """uint8 [N_i, 3, H, W] per request: one forward pass, or one per ``chunk_frames`` frames;
+        ``count`` receives frames_decoded."""
         frames, rows = unique_frames(requests)
-        out = to_uint8(model(self.frame_inputs(frames, side, device, param_dtype(model)))[:, 0])
+        inputs = self.frame_inputs(frames, side, device, param_dtype(model))
+        out = [to_uint8(model({k: v[a:b] for k, v in inputs.items()})[:, 0])
+               for a, b in chunks(len(frames), chunk_frames)]
         count(frames_decoded=len(frames))
-        return deliver(out, rows)
+        return deliver(torch.cat(out), rows)
 
 
 def _by_video(frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
@@ -147,7 +156,6 @@ class ClipLayout(TimeLayout):
     stage that mixes a clip's frames."""
 
     side_info = "keyframes"
-    entry = "decode_clips"
 
     def num_clips(self, num_frames: int) -> int:
         return -(-num_frames // self.clip_len)
@@ -181,26 +189,37 @@ class ClipLayout(TimeLayout):
             return cached(video)
         return model.encode_keyframes(side.keyframes(video).to(device, param_dtype(model)))
 
+    def gather_pyramids(self, model: nn.Module, side: SideInfo, clips: list[tuple[int, int]], picks: list[np.ndarray],
+                        device: torch.device) -> list[torch.Tensor]:
+        """Pyramid levels [2 * len(clips), C, h, w]: start and end keyframe of each clip, read from each
+        video's pyramids (``clips`` sorted by video, ``picks`` their keyframe rows)."""
+        rows: dict[int, list[int]] = {}
+        for (v, _), pick in zip(clips, picks):
+            rows.setdefault(v, []).extend(int(p) for p in pick)
+        videos = [(self.pyramid(model, side, v, device), torch.as_tensor(r, device=device)) for v, r in rows.items()]
+        return [torch.cat([pyr[i].index_select(0, r) for pyr, r in videos]) for i in range(len(videos[0][0]))]
+
     def decode(self, model: nn.Module, requests: Sequence[tuple[int, np.ndarray]], device: torch.device,
-               side: SideInfo, count: Callable[..., None] = no_stats) -> list[torch.Tensor]:
+               side: SideInfo, count: Callable[..., None] = no_stats,
+               chunk_frames: int | None = None) -> list[torch.Tensor]:
         frames, rows = unique_frames(requests)
         clip_keys, clip_of = np.unique(frames[:, 0] * (1 << 32) + frames[:, 1] // self.clip_len,
                                        return_inverse=True)
         clips = [(int(k >> 32), int(k & 0xFFFFFFFF)) for k in clip_keys]
-        keep = clip_of.reshape(-1) * self.clip_len + frames[:, 1] % self.clip_len
+        keep = clip_of.reshape(-1) * self.clip_len + frames[:, 1] % self.clip_len  # ascending
         timings = [self.clip_timing(v, k) for v, k in clips]
-        dtype = param_dtype(model)
-        batch = {key: torch.stack([t[key] for t, _ in timings]).to(device, dtype) for key in timings[0][0]}
-        picks: dict[int, list[int]] = {}
-        for (v, _), (_, pick) in zip(clips, timings):
-            picks.setdefault(v, []).extend(int(p) for p in pick)
-        pyramids = [(self.pyramid(model, side, v, device), torch.as_tensor(p, device=device))
-                    for v, p in picks.items()]
-        levels = [torch.cat([pyr[i].index_select(0, p) for pyr, p in pyramids]) for i in range(len(pyramids[0][0]))]
-        whole = len(keep) == len(clips) * self.clip_len  # every frame of every clip: nothing to leave out
-        out = model.decode_clips(batch, levels, None if whole else torch.as_tensor(keep, device=device))
+        batch = {key: torch.stack([t[key] for t, _ in timings]).to(device, param_dtype(model)) for key in timings[0][0]}
+        levels = self.gather_pyramids(model, side, clips, [pick for _, pick in timings], device)
+        out = []
+        for a, b in chunks(len(clips), None if chunk_frames is None else chunk_frames // self.clip_len):
+            lo, hi = np.searchsorted(keep, [a * self.clip_len, b * self.clip_len])
+            part = keep[lo:hi] - a * self.clip_len
+            whole = len(part) == (b - a) * self.clip_len  # every frame of these clips: nothing to leave out
+            frames_ab = model.decode_clips({k: v[a:b] for k, v in batch.items()}, [x[2 * a:2 * b] for x in levels],
+                                           None if whole else torch.as_tensor(part, device=device))
+            out.append(to_uint8(frames_ab.flatten(0, 1) if whole else frames_ab))
         count(frames_decoded=len(clips) * self.clip_len if model.uses_gtmlp else len(keep))
-        return deliver(to_uint8(out.flatten(0, 1) if whole else out), rows)
+        return deliver(torch.cat(out), rows)
 
 
 # by a model family's layout name (``ModelFamily.layout``); SNeRV decodes as HNeRV does

@@ -57,9 +57,7 @@ class NeuralDecoder(Decoder):
         self.model.to(memory_format=self.memory_format)
         table = FrameTable(tuple(int(v["num_frames"]) for v in self.meta["videos"]))
         self.layout: TimeLayout = LAYOUTS[family.layout](table, cfg.get("clip_len", 8))
-        if self.options.compile:   # the method the layout calls, compiled on this instance only
-            entry = self.layout.entry
-            setattr(self.model, entry, torch.compile(getattr(self.model, entry), dynamic=True))
+        self.chunk_frames = self.options.chunk_frames(device, int(self.meta["height"]), int(self.meta["width"]))
         self._embeddings: list[torch.Tensor] | None = None
         self._pyramids: ByteLRU[list[torch.Tensor]] = ByteLRU(int(self.options.cache_mb * 2 ** 20))
 
@@ -89,4 +87,4 @@ class NeuralDecoder(Decoder):
 
     @torch.inference_mode()
     def decode(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[torch.Tensor]:
-        return self.layout.decode(self.model, requests, self.device, self, self.stats.add)
+        return self.layout.decode(self.model, requests, self.device, self, self.stats.add, self.chunk_frames)
