@@ -1,7 +1,7 @@
 """`python -m nvrloader.bench A.nvr [B.nvr ...]`: decode throughput through the real DataLoader path.
 
 Every archive is timed in the same run with the same loader settings, for each worker count asked
-(``--num-workers 0,2``), and reported as clips/s and frames/s with its ratio to the raw and H.264
+(``--num-workers 0,2``), the archives taking turns pass by pass, and reported as clips/s and frames/s with its ratio to the raw and H.264
 archives of the list (found by codec; timing on a shared machine is noisy, ratios within one run
 are what to compare). The decoder's counters say how many frames it decoded to deliver the clips.
 Prints a table; ``-o out.json`` writes the JSON and a bar chart (log scale) beside it.
@@ -22,7 +22,6 @@ from tqdm import tqdm
 from nvrloader.archive import ArchiveError
 from nvrloader.dataset import NVRDataset
 from nvrloader.decode import DecodeOptions
-from nvrloader.decode.runtime import worker_threads
 from nvrloader.device import resolve_device
 from nvrloader.main_decode import request_loader
 from nvrloader.reporting import save_figure, to_json, write_json
@@ -44,43 +43,71 @@ def batches(ds: NVRDataset, batch_size: int, num_workers: int, decode_in: str) -
     return DataLoader(ds, **kwargs) if decode_in == "workers" else request_loader(ds, **kwargs)
 
 
-def time_archive(path: str | Path, batch_size: int, num_workers: int, device: str, repeats: int,
-                 num_segments: int, max_batches: int | None, half: bool = False, decode_in: str = "workers",
-                 options: DecodeOptions | None = None) -> dict[str, Any]:
-    """Clips/s and frames/s over ``repeats`` timed passes after one untimed warm-up pass, and the
-    decoder's work per pass (frames decoded versus delivered, keyframes decoded and encoded)."""
-    ds = NVRDataset(path, split="all", num_segments=num_segments, device=device, half=half,
-                    decode_options=options).eval()
-    loader = batches(ds, batch_size, num_workers, decode_in)
+class ArchiveTiming:
+    """One archive read through one loader setting; passes are timed on request, so the archives of a
+    run can take turns and share whatever load the machine is under."""
 
-    def one_pass() -> tuple[int, int, float]:
+    def __init__(self, path: str | Path, batch_size: int, num_workers: int, device: str, num_segments: int,
+                 max_batches: int | None, half: bool = False, decode_in: str = "workers",
+                 options: DecodeOptions | None = None) -> None:
+        self.path, self.num_workers, self.decode_in, self.max_batches = Path(path), num_workers, decode_in, max_batches
+        self.ds = NVRDataset(path, split="all", num_segments=num_segments, device=device, half=half,
+                             decode_options=options).eval()
+        self.loader = batches(self.ds, batch_size, num_workers, decode_in)
+        self.batch_size = batch_size
+        self.runs: list[tuple[int, int, float]] = []
+
+    def warm_up(self) -> None:
+        """One untimed pass (opens the archive, starts workers, loads models, fills caches as training
+        would), then the decoder's counters start from zero."""
+        self._pass()
+        self.ds.decoder.stats.reset()
+
+    def timed_pass(self) -> None:
+        self.runs.append(self._pass())
+
+    def _pass(self) -> tuple[int, int, float]:
         clips = frames = 0
         start = time.perf_counter()
-        for b, (clip, _) in enumerate(loader):
+        for b, (clip, _) in enumerate(self.loader):
             clips += clip.shape[0]
             frames += clip.shape[0] * clip.shape[1]
-            if max_batches is not None and b + 1 >= max_batches:
+            if self.max_batches is not None and b + 1 >= self.max_batches:
                 break
-        _sync(ds.device)
+        _sync(self.ds.device)
         return clips, frames, time.perf_counter() - start
 
-    one_pass()  # warm-up: opens archives, spins up workers, loads models; caches fill as in training
-    ds.decoder.stats.reset()
-    runs = [one_pass() for _ in tqdm(range(repeats), desc=f"bench {Path(path).name} w{num_workers}",
-                                     unit="pass", leave=False)]
-    work = {k: v / repeats for k, v in ds.decoder.stats.snapshot().items()}
-    clip_rates = [c / s for c, _, s in runs]
-    frame_rates = [f / s for _, f, s in runs]
-    threads = torch.get_num_threads() if num_workers == 0 or decode_in == "main" else worker_threads(num_workers)
-    return {"archive": str(path), "name": Path(path).name, "codec": ds.codec, "num_workers": num_workers,
-            "decode_in": decode_in, "threads": threads, "batch_size": batch_size, "device": str(ds.device),
-            "clips_per_pass": runs[0][0], "clips_per_s": statistics.median(clip_rates),
-            "frames_per_s": statistics.median(frame_rates), "clips_per_s_min": min(clip_rates),
-            "clips_per_s_max": max(clip_rates), "clips_per_s_all": clip_rates,
-            "frames_delivered_per_pass": work["frames_delivered"], "frames_decoded_per_pass": work["frames_decoded"],
-            "decoded_per_delivered": work["frames_decoded"] / max(1.0, work["frames_delivered"]),
-            "keyframes_decoded_per_pass": work["keyframes_decoded"],
-            "keyframes_encoded_per_pass": work["keyframes_encoded"]}
+    def result(self) -> dict[str, Any]:
+        """Median clips/s and frames/s of the timed passes, and the decoder's work per pass (frames
+        decoded versus delivered, keyframes decoded and encoded)."""
+        n = len(self.runs)
+        work = {k: v / n for k, v in self.ds.decoder.stats.snapshot().items()}
+        clip_rates = [c / s for c, _, s in self.runs]
+        threads = (torch.get_num_threads() if self.num_workers == 0 or self.decode_in == "main"
+                   else self.ds.decoder.options.worker_threads)
+        return {"archive": str(self.path), "name": self.path.name, "codec": self.ds.codec,
+                "num_workers": self.num_workers, "decode_in": self.decode_in, "threads": threads,
+                "batch_size": self.batch_size, "device": str(self.ds.device), "clips_per_pass": self.runs[0][0],
+                "clips_per_s": statistics.median(clip_rates),
+                "frames_per_s": statistics.median(f / s for _, f, s in self.runs),
+                "clips_per_s_min": min(clip_rates), "clips_per_s_max": max(clip_rates), "clips_per_s_all": clip_rates,
+                "frames_delivered_per_pass": work["frames_delivered"],
+                "frames_decoded_per_pass": work["frames_decoded"],
+                "decoded_per_delivered": work["frames_decoded"] / max(1.0, work["frames_delivered"]),
+                "keyframes_decoded_per_pass": work["keyframes_decoded"],
+                "keyframes_encoded_per_pass": work["keyframes_encoded"]}
+
+
+def time_archives(paths: list[Path], num_workers: int, repeats: int, **settings: Any) -> list[dict[str, Any]]:
+    """Every archive with ``num_workers`` workers: warm-ups first, then ``repeats`` rounds in which each
+    archive takes one timed pass in turn."""
+    timings = [ArchiveTiming(p, num_workers=num_workers, **settings) for p in paths]
+    for t in timings:
+        t.warm_up()
+    for _ in tqdm(range(repeats), desc=f"bench, {num_workers} workers", unit="round", leave=False):
+        for t in timings:
+            t.timed_pass()
+    return [t.result() for t in timings]
 
 
 def add_ratios(results: list[dict[str, Any]]) -> None:
@@ -167,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="where batches are decoded: DataLoader workers, or the main process while workers "
                          "only sample (auto: main on CUDA, as CUDA does not run in forked workers)")
     ap.add_argument("--threads", type=int, help="torch threads of the main process (default: torch's)")
+    ap.add_argument("--worker-threads", type=int, default=DecodeOptions.worker_threads,
+                    help="torch threads in each decoding worker")
     ap.add_argument("--cache-mb", type=float, default=DecodeOptions.cache_mb,
                     help="per-process cache of decoded side information (D-NeRV keyframe pyramids)")
     ap.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
@@ -176,15 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--repeats must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = DecodeOptions(half=args.half, cache_mb=args.cache_mb,
+    options = DecodeOptions(half=args.half, cache_mb=args.cache_mb, worker_threads=args.worker_threads,
                             channels_last={"auto": None, "on": True, "off": False}[args.channels_last])
     try:
         device = str(resolve_device(args.device))
         decode_in = args.decode_in if args.decode_in != "auto" else ("main" if device.startswith("cuda")
                                                                      else "workers")
-        results = [time_archive(p, args.batch_size, w, args.device, args.repeats, args.num_segments,
-                                args.max_batches, args.half, decode_in, options)
-                   for w in args.num_workers for p in args.archives]
+        settings = dict(batch_size=args.batch_size, device=args.device, num_segments=args.num_segments,
+                        max_batches=args.max_batches, half=args.half, decode_in=decode_in, options=options)
+        results = [r for w in args.num_workers for r in time_archives(args.archives, w, args.repeats, **settings)]
     except (ArchiveError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -61,7 +61,7 @@ class ArchiveDecoder:
     ``get_frames(video, indices)`` returns uint8 ``[N, 3, H, W]`` on ``device``;
     ``get_frames_batch`` decodes many requests at once (one forward pass for neural codecs). The
     object can be pickled into DataLoader workers: each process opens its own file handle and
-    builds its own decoder on first use, with its share of the CPU cores as torch threads.
+    builds its own decoder on first use, with ``options.worker_threads`` torch threads in a worker.
     ``half=True`` runs neural decoders in fp16 (CUDA only); ``options`` holds the other settings.
     ``stats`` counts requests, frames delivered and frames decoded, summed over worker processes.
     """
@@ -90,7 +90,7 @@ class ArchiveDecoder:
 
     def _codec_decoder(self) -> Decoder:
         if self._decoder is None or self._pid != os.getpid():
-            configure_worker_threads()
+            configure_worker_threads(self.options.worker_threads)
             if self.options.tune_malloc and self.device.type == "cpu":
                 tune_malloc()
             self._decoder = open_decoder(self.archive, self.device, self.half, self.options, self.stats)

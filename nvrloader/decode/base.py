@@ -32,6 +32,8 @@ class DecodeOptions:
     the whole batch at once on CUDA and ``CPU_CHUNK_PIXELS`` on CPU, where activations that stay in
     cache made D-NeRV decode 1.6x faster than one large pass. ``tune_malloc``: on CPU, have glibc keep
     freed memory for reuse in every decoding process (`runtime.tune_malloc`; 1.5x for D-NeRV).
+    ``worker_threads``: torch intra-op threads in each DataLoader worker that decodes (the main
+    process keeps its own setting); raise it when there are more cores than workers.
     """
 
     CPU_CHUNK_PIXELS: ClassVar[int] = 16 * 64 * 80
@@ -41,6 +43,7 @@ class DecodeOptions:
     channels_last: bool | None = None
     chunk_pixels: int | None = None
     tune_malloc: bool = True
+    worker_threads: int = 1
 
     def use_channels_last(self, device: torch.device) -> bool:
         return device.type == "cuda" if self.channels_last is None else self.channels_last

@@ -3,39 +3,21 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 
 import numpy as np
 import torch
 from torch.utils.data import get_worker_info
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, which containers and taskset restrict)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+def configure_worker_threads(threads: int = 1) -> int | None:
+    """Inside a DataLoader worker: ``threads`` intra-op torch threads (one by default).
 
-
-def worker_threads(num_workers: int) -> int:
-    """Intra-op threads for each of ``num_workers`` decoding processes: the cores shared out, at least one.
-
-    More threads than cores per process make OpenMP's spinning threads fight each other, which on
-    a busy machine costs several times the decode time."""
-    return max(1, available_cores() // max(1, num_workers))
-
-
-def configure_worker_threads() -> int | None:
-    """Inside a DataLoader worker: set torch's intra-op threads to this worker's share of the cores.
-
-    Returns the count set, or None in the main process (left as the user set it: all cores by
-    default). Called by `ArchiveDecoder` when it builds its decoder in a new process; usable as a
-    DataLoader ``worker_init_fn`` as well."""
-    info = get_worker_info()
-    if info is None:
+    Workers already run side by side on the cores; more threads per worker than cores per worker make
+    OpenMP's spinning threads fight each other, which on a busy machine costs several times the
+    decode time. Returns the count set, or None in the main process, which keeps the user's setting
+    (all cores by default). `ArchiveDecoder` calls this when it builds its decoder in a new process."""
+    if get_worker_info() is None:
         return None
-    threads = worker_threads(info.num_workers)
     torch.set_num_threads(threads)
     return threads
 
