@@ -12,6 +12,7 @@ from nvrloader.archive import Archive
 from nvrloader.compress import images, quant
 from nvrloader.decode.base import DecodeOptions, Decoder, register_decoder, video_key
 from nvrloader.decode.cache import ByteLRU
+from nvrloader.decode.fastpath import for_cpu_inference
 from nvrloader.decode.layouts import LAYOUTS, FrameTable, TimeLayout, param_dtype
 from nvrloader.decode.runtime import host_to_device
 from nvrloader.decode.stats import DecodeStats
@@ -52,6 +53,8 @@ class NeuralDecoder(Decoder):
                                        quant.unpack(archive.get("model", "weights")).items()})
         if self.half:
             self.model.half()
+        if device.type == "cpu":
+            for_cpu_inference(self.model)
         self.memory_format = (torch.channels_last if self.options.use_channels_last(device)
                               else torch.contiguous_format)
         self.model.to(memory_format=self.memory_format)
