@@ -86,11 +86,22 @@ def test_frame_level_decoding_equals_clip_decoding_without_gtmlp(archives):
 
 
 @pytest.mark.parametrize("name", ["dnerv", "frame-level"])
-def test_cpu_chunks_give_the_frames_of_one_pass(archives, name):
-    whole = ArchiveDecoder(archives[name], CPU, options=DecodeOptions(chunk_pixels=10 ** 9))
+def test_cpu_chunks_and_the_gpu_layout_give_the_frames_of_one_pass(archives, name):
+    """CPU decodes in chunks; CUDA decodes the batch in one pass with channels-last convolutions: the
+    same code, run here on CPU."""
+    gpu_like = DecodeOptions(chunk_pixels=10 ** 9, channels_last=True)
+    one_pass = ArchiveDecoder(archives[name], CPU, options=gpu_like).get_frames_batch(REQUESTS)
     by_clip = ArchiveDecoder(archives[name], CPU, options=DecodeOptions(chunk_pixels=8 * 64 * 80))
-    for a, b in zip(whole.get_frames_batch(REQUESTS), by_clip.get_frames_batch(REQUESTS)):
+    for a, b in zip(one_pass, by_clip.get_frames_batch(REQUESTS)):
         assert_same_up_to_rounding(a, b)
+
+
+def test_gpu_defaults_are_one_pass_and_channels_last():
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    options = DecodeOptions()
+    assert options.chunk_frames(cuda, 64, 80) is None and options.use_channels_last(cuda)
+    assert options.chunk_frames(cpu, 64, 80) == DecodeOptions.CPU_CHUNK_PIXELS // (64 * 80)
+    assert not options.use_channels_last(cpu)
 
 
 def test_unique_frames_maps_every_request_back():
