@@ -38,7 +38,8 @@ def load_stored_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 @register_decoder(*list_models())
 class NeuralDecoder(Decoder):
-    """Weights dequantised onto the device once; each DataLoader batch is one forward pass.
+    """Weights dequantised onto the device once; each DataLoader batch is one forward pass on CUDA and
+    a few cache-sized ones on CPU (``options.chunk_pixels``), for the distinct frames it asks.
 
     D-NeRV keyframes are decoded and put through the content encoder once per video, and the pyramids
     kept (``options.cache_mb`` per process) for later requests of the same video."""
