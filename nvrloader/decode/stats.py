@@ -9,6 +9,10 @@ from __future__ import annotations
 import torch
 from torch.utils.data import get_worker_info
 
+# requests and frames_delivered: what callers asked (a frame asked twice counts twice); frames_decoded:
+# frames the codec computed for them (whole videos for H.264/raw, every frame of a D-NeRV clip through
+# its GTMLP stages, distinct frames otherwise); keyframes_decoded / _encoded: D-NeRV keyframe images
+# decoded and put through the content encoder (both 0 while its pyramid cache holds the videos asked)
 FIELDS = ("requests", "frames_delivered", "frames_decoded", "keyframes_decoded", "keyframes_encoded")
 MAX_WORKERS = 64  # workers beyond this share rows (their counts may then race)
 
