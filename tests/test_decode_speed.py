@@ -64,6 +64,14 @@ def test_cached_pyramids_give_the_frames_of_the_uncached_path(archives):
         assert_same_up_to_rounding(frames, plain_decode(path, video)[idx])
 
 
+@pytest.mark.parametrize("name", ["raw", "dnerv"])
+def test_requests_for_no_frame_give_empty_clips(archives, name):
+    dec = ArchiveDecoder(archives[name], CPU)
+    empty, some = dec.get_frames_batch([(0, []), (1, [2])])
+    assert empty.shape == (0, 3, 64, 80) and empty.dtype == torch.uint8 and some.shape == (1, 3, 64, 80)
+    assert dec.get_frames(2, []).shape == (0, 3, 64, 80)
+
+
 def test_only_requested_frames_leave_the_clips(archives):
     dec = ArchiveDecoder(archives["dnerv"], CPU)
     dec.get_frames_batch(REQUESTS)

@@ -111,10 +111,13 @@ class ArchiveDecoder:
                          ) -> list[torch.Tensor]:
         """uint8 [N_i, 3, H, W] for each (video, frame indices) request; indices None means every frame."""
         checked = [self._checked(v, idx) for v, idx in requests]
+        asked = [r for r in checked if len(r[1])]   # requests for no frame need no decoder
         try:
-            frames = self._codec_decoder().decode(checked)
+            decoded = iter(self._codec_decoder().decode(asked) if asked else [])
             self.stats.add(requests=len(checked), frames_delivered=sum(len(idx) for _, idx in checked))
-            return frames
+            m = self.metadata
+            return [next(decoded) if len(idx) else torch.empty((0, 3, m.height, m.width), dtype=torch.uint8,
+                                                                device=self.device) for _, idx in checked]
         except ArchiveError:
             raise
         except Exception as err:  # noqa: BLE001 - whatever a damaged payload makes a library raise

@@ -76,16 +76,8 @@ class GTMLP(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, T, C, H, W] -> same shape (and memory layout, e.g. channels-last frames)."""
-        b, t, c, h, w = x.shape
-        last = x[0].is_contiguous(memory_format=torch.channels_last) and not x[0].is_contiguous()
-        # one [T x T] @ [T x (B H W)] product per channel, the residual and bias fused into it (baddbmm):
-        # einsum's strided result made the adds that followed it dominate the decoder's time on CPU
-        xs = x.permute(2, 1, 0, 3, 4).reshape(c, t, b * h * w)
-        out = torch.baddbmm(xs, self.weight, xs).add_(self.bias[:, :, None]).view(c, t, b, h, w)
-        if last:
-            return out.permute(2, 1, 3, 4, 0).contiguous().permute(0, 1, 4, 2, 3)
-        return out.permute(2, 1, 0, 3, 4).contiguous()
+        """x: [B, T, C, H, W] -> same shape."""
+        return x + torch.einsum("cst,btchw->bschw", self.weight, x) + self.bias.t()[None, :, :, None, None]
 
 
 class DNeRVStage(nn.Module):
