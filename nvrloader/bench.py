@@ -157,7 +157,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
         med = [rows[n]["clips_per_s"] for n in names if n in rows]
         err = [[rows[n]["clips_per_s"] - rows[n]["clips_per_s_min"] for n in names if n in rows],
                [rows[n]["clips_per_s_max"] - rows[n]["clips_per_s"] for n in names if n in rows]]
-        bars = ax.bar(xs, med, width, yerr=err, capsize=3, label=f"{w} workers")
+        threads = next(r["threads"] for r in rows.values())
+        label = f"{w} workers, {threads} thread{'s' if threads > 1 else ''} each" if w else \
+            f"main process, {threads} thread{'s' if threads > 1 else ''}"
+        bars = ax.bar(xs, med, width, yerr=err, capsize=3, label=label)
         ax.bar_label(bars, labels=[f"{m:.0f}" for m in med], fontsize=7, padding=2)
     ax.set_xticks(range(len(names)), [f"{n}\n({next(r['codec'] for r in results if r['name'] == n)})"
                                       for n in names])
