@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from nvrloader.decode import ArchiveDecoder
+from nvrloader.decode import ArchiveDecoder, DecodeOptions
 from nvrloader.sampling import SAMPLINGS, sample_indices
 
 SPLITS = ("train", "test", "all")
@@ -33,7 +33,8 @@ class NVRDataset(Dataset):
                  frames_per_segment: int = 1, sampling: str = "tsn",
                  transform: Callable[[torch.Tensor], Any] | None = None, device: str | torch.device = "auto",
                  output: str = "uint8", random_offset: bool | None = None, half: bool = False,
-                 seed: int | None = None, return_info: bool = False) -> None:
+                 seed: int | None = None, return_info: bool = False,
+                 decode_options: DecodeOptions | None = None) -> None:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         if sampling not in SAMPLINGS:
@@ -47,7 +48,7 @@ class NVRDataset(Dataset):
         self.num_segments, self.frames_per_segment = num_segments, frames_per_segment
         self.transform = transform
         self.return_info = return_info
-        self.decoder = ArchiveDecoder(self.path, device, half)
+        self.decoder = ArchiveDecoder(self.path, device, half, decode_options)
         self.device = self.decoder.device
         self.meta: dict[str, Any] = self.decoder.archive.meta
         self.codec = self.decoder.codec
@@ -96,8 +97,12 @@ class NVRDataset(Dataset):
         return sample_indices(self.sampling, num_frames, self.num_segments, self.frames_per_segment,
                               random_offset, rng)
 
-    def __getitems__(self, indices: list[int]) -> list[tuple[Any, ...]]:
-        requests = [(self.video_ids[i], self.frame_indices(i)) for i in indices]
+    def request(self, index: int) -> tuple[int, np.ndarray]:
+        """What clip ``index`` needs decoded: (archive video, frame indices)."""
+        return self.video_ids[index], self.frame_indices(index)
+
+    def decode_items(self, indices: list[int], requests: list[tuple[int, np.ndarray]]) -> list[tuple[Any, ...]]:
+        """The items of clips ``indices`` from their requests, decoded together (one forward pass)."""
         clips = self.decoder.get_frames_batch(requests)
         out = []
         for i, (video, idx), clip in zip(indices, requests, clips):
@@ -112,6 +117,9 @@ class NVRDataset(Dataset):
             else:
                 out.append((clip, self.labels[i]))
         return out
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[Any, ...]]:
+        return self.decode_items(indices, [self.request(i) for i in indices])
 
     def __getitem__(self, index: int) -> tuple[Any, ...]:
         if not -len(self) <= index < len(self):

@@ -11,7 +11,9 @@ import numpy as np
 import torch
 
 from nvrloader.archive import Archive, ArchiveError, open_archive
-from nvrloader.decode.base import Decoder, open_decoder
+from nvrloader.decode.base import DecodeOptions, Decoder, open_decoder
+from nvrloader.decode.runtime import configure_worker_threads, tune_malloc
+from nvrloader.decode.stats import DecodeStats
 from nvrloader.device import resolve_device
 
 
@@ -76,14 +78,19 @@ class ArchiveDecoder:
     ``get_frames(video, indices)`` returns uint8 ``[N, 3, H, W]`` on ``device``;
     ``get_frames_batch`` decodes many requests at once (one forward pass for neural codecs). The
     object can be pickled into DataLoader workers: each process opens its own file handle and
-    builds its own decoder on first use. ``half=True`` runs neural decoders in fp16 (CUDA only).
+    builds its own decoder on first use, with ``options.worker_threads`` torch threads in a worker.
+    ``half=True`` runs neural decoders in fp16 (CUDA only); ``options`` holds the other settings.
+    ``stats`` counts requests, frames delivered and frames decoded, summed over worker processes.
     """
 
-    def __init__(self, path: str | os.PathLike, device: str | torch.device = "auto", half: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, device: str | torch.device = "auto", half: bool = False,
+                 options: DecodeOptions | None = None) -> None:
         self.device = resolve_device(device)
-        if half and self.device.type != "cuda":
+        self.options = options or DecodeOptions()
+        self.half = half or self.options.half
+        if self.half and self.device.type != "cuda":
             raise ValueError(f"fp16 decoding needs a CUDA device (half=True), got device={str(self.device)!r}")
-        self.half = half
+        self.stats = DecodeStats()
         self.archive: Archive = open_archive(path)
         self.path = self.archive.path
         self.metadata = ArchiveMetadata.from_meta(self.archive.codec, self.archive.meta)
@@ -100,7 +107,10 @@ class ArchiveDecoder:
 
     def _codec_decoder(self) -> Decoder:
         if self._decoder is None or self._pid != os.getpid():
-            self._decoder = open_decoder(self.archive, self.device, self.half)
+            configure_worker_threads(self.options.worker_threads)
+            if self.options.tune_malloc and self.device.type == "cpu":
+                tune_malloc()
+            self._decoder = open_decoder(self.archive, self.device, self.half, self.options, self.stats)
             self._pid = os.getpid()
         return self._decoder
 
@@ -118,8 +128,13 @@ class ArchiveDecoder:
                          ) -> list[torch.Tensor]:
         """uint8 [N_i, 3, H, W] for each (video, frame indices) request; indices None means every frame."""
         checked = [self._checked(v, idx) for v, idx in requests]
+        asked = [r for r in checked if len(r[1])]   # requests for no frame need no decoder
         try:
-            return self._codec_decoder().decode(checked)
+            decoded = iter(self._codec_decoder().decode(asked) if asked else [])
+            self.stats.add(requests=len(checked), frames_delivered=sum(len(idx) for _, idx in checked))
+            m = self.metadata
+            return [next(decoded) if len(idx) else torch.empty((0, 3, m.height, m.width), dtype=torch.uint8,
+                                                                device=self.device) for _, idx in checked]
         except ArchiveError:
             raise
         except Exception as err:  # noqa: BLE001 - whatever a damaged payload makes a library raise

@@ -10,7 +10,7 @@ is what is decoded; this module itself imports nothing from training.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -60,13 +60,43 @@ class FrameTable:
 
 
 class SideInfo(Protocol):
-    """What a decoder reads besides the weights (each codec's decoder provides the parts it stores)."""
+    """What a decoder reads besides the weights (each codec's decoder provides the parts it stores).
+
+    A side may also offer ``pyramid(video) -> list[Tensor]``, the video's keyframes already through
+    D-NeRV's content encoder (the decoder's side caches them); without it they are encoded per call."""
 
     def embeddings(self, video: int) -> torch.Tensor:
         """Per-frame embeddings of a video, float [T, C, h, w]."""
 
     def keyframes(self, video: int) -> torch.Tensor:
         """A video's decoded keyframes, float [K, 3, H, W] in [0, 1], in keyframe_indices order."""
+
+
+def unique_frames(requests: Sequence[tuple[int, np.ndarray]]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The distinct (video, frame) pairs of a batch of requests, sorted, as [U, 2], and for each request
+    the rows of its frames in them: a frame asked twice (short videos under TSN, overlapping clips)
+    is decoded once."""
+    if not requests:
+        return np.zeros((0, 2), dtype=np.int64), []
+    pairs = np.concatenate([np.stack([np.full(len(idx), int(v)), np.asarray(idx, dtype=np.int64)], 1)
+                            for v, idx in requests]).reshape(-1, 2)
+    uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
+    return uniq, np.split(inverse.reshape(-1), np.cumsum([len(idx) for _, idx in requests])[:-1])
+
+
+def deliver(frames: torch.Tensor, rows: list[np.ndarray]) -> list[torch.Tensor]:
+    """Each request's frames from the decoded distinct frames (uint8 [U, 3, H, W])."""
+    return [frames[torch.as_tensor(r, dtype=torch.long, device=frames.device)] for r in rows]
+
+
+def chunks(n: int, size: int | None) -> list[tuple[int, int]]:
+    """[start, end) ranges covering 0..n in pieces of ``size`` (one piece when None)."""
+    size = max(1, size or n)
+    return [(a, min(a + size, n)) for a in range(0, n, size)]
+
+
+def no_stats(**counts: int) -> None:
+    """The counter used when a caller keeps none (training-side decodes)."""
 
 
 class TimeLayout:
@@ -78,11 +108,29 @@ class TimeLayout:
         self.table = table
         self.clip_len = clip_len
 
+    def frame_inputs(self, frames: np.ndarray, side: SideInfo, device: torch.device,
+                     dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """Model inputs of distinct (video, frame) pairs [U, 2]."""
+        t = torch.cat([self.table.global_time(int(v), f) for v, f in _by_video(frames)])
+        return {"t": t.to(device, dtype)[:, None]}
+
     def decode(self, model: nn.Module, requests: Sequence[tuple[int, np.ndarray]], device: torch.device,
-               side: SideInfo) -> list[torch.Tensor]:
-        t = torch.cat([self.table.global_time(v, idx) for v, idx in requests]).to(device, param_dtype(model))
-        frames = to_uint8(model({"t": t[:, None]})[:, 0])
-        return list(frames.split([len(idx) for _, idx in requests]))
+               side: SideInfo, count: Callable[..., None] = no_stats,
+               chunk_frames: int | None = None) -> list[torch.Tensor]:
+        """uint8 [N_i, 3, H, W] per request: one forward pass, or one per ``chunk_frames`` frames;
+        ``count`` receives frames_decoded."""
+        frames, rows = unique_frames(requests)
+        inputs = self.frame_inputs(frames, side, device, param_dtype(model))
+        out = [to_uint8(model({k: v[a:b] for k, v in inputs.items()})[:, 0])
+               for a, b in chunks(len(frames), chunk_frames)]
+        count(frames_decoded=len(frames))
+        return deliver(torch.cat(out), rows)
+
+
+def _by_video(frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Sorted (video, frame) pairs [U, 2] grouped as (video, frame indices), in order."""
+    videos, starts = np.unique(frames[:, 0], return_index=True)
+    return list(zip(videos.tolist(), np.split(frames[:, 1], starts[1:])))
 
 
 class EmbeddingLayout(TimeLayout):
@@ -90,11 +138,10 @@ class EmbeddingLayout(TimeLayout):
 
     side_info = "embeddings"
 
-    def decode(self, model: nn.Module, requests: Sequence[tuple[int, np.ndarray]], device: torch.device,
-               side: SideInfo) -> list[torch.Tensor]:
-        emb = torch.cat([side.embeddings(v)[torch.as_tensor(idx, dtype=torch.long)] for v, idx in requests])
-        frames = to_uint8(model({"embedding": emb.to(device, param_dtype(model))[:, None]})[:, 0])
-        return list(frames.split([len(idx) for _, idx in requests]))
+    def frame_inputs(self, frames: np.ndarray, side: SideInfo, device: torch.device,
+                     dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        emb = torch.cat([side.embeddings(v)[torch.as_tensor(f, dtype=torch.long)] for v, f in _by_video(frames)])
+        return {"embedding": emb.to(device, dtype)[:, None]}
 
 
 def keyframe_indices(num_frames: int, clip_len: int) -> np.ndarray:
@@ -104,7 +151,9 @@ def keyframe_indices(num_frames: int, clip_len: int) -> np.ndarray:
 
 
 class ClipLayout(TimeLayout):
-    """D-NeRV: decodes whole clips, so a request for a few frames decodes the clips that hold them."""
+    """D-NeRV: decodes the clips holding the requested frames, each keyframe through the content
+    encoder once (cached by the side when it can), and only the requested frames past the last
+    stage that mixes a clip's frames."""
 
     side_info = "keyframes"
 
@@ -116,33 +165,61 @@ class ClipLayout(TimeLayout):
         idx = clip * self.clip_len + np.arange(self.clip_len)
         return idx.clip(max=num_frames - 1), idx < num_frames
 
-    def clip_inputs(self, video: int, clip: int, keyframes: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Model inputs of one clip; ``keyframes`` are all of the video's keyframes, float [K, 3, H, W]."""
+    def clip_timing(self, video: int, clip: int) -> tuple[dict[str, torch.Tensor], np.ndarray]:
+        """A clip's time inputs (t, offset, span) and the rows of its two keyframes in keyframe_indices order."""
         n = self.table.num_frames[video]
-        key_idx = keyframe_indices(n, self.clip_len)
         start = clip * self.clip_len
         end = min(start + self.clip_len, n - 1)
         frames, _ = self.clip_frames(n, clip)
-        pick = np.searchsorted(key_idx, [start, end])
+        pick = np.searchsorted(keyframe_indices(n, self.clip_len), [start, end])
         return {"t": self.table.video_time(video, frames),
                 "offset": torch.as_tensor(frames - start, dtype=torch.float32),
-                "span": torch.tensor(float(max(1, end - start))),
-                "keyframes": keyframes[torch.as_tensor(pick)]}
+                "span": torch.tensor(float(max(1, end - start)))}, pick
+
+    def clip_inputs(self, video: int, clip: int, keyframes: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Model inputs of one clip; ``keyframes`` are all of the video's keyframes, float [K, 3, H, W]."""
+        timing, pick = self.clip_timing(video, clip)
+        return {**timing, "keyframes": keyframes[torch.as_tensor(pick)]}
+
+    @staticmethod
+    def pyramid(model: nn.Module, side: SideInfo, video: int, device: torch.device) -> list[torch.Tensor]:
+        """A video's keyframe pyramids (levels [K, C, h, w]): the side's cached ones, or encoded here."""
+        cached = getattr(side, "pyramid", None)
+        if cached is not None:
+            return cached(video)
+        return model.encode_keyframes(side.keyframes(video).to(device, param_dtype(model)))
+
+    def gather_pyramids(self, model: nn.Module, side: SideInfo, clips: list[tuple[int, int]], picks: list[np.ndarray],
+                        device: torch.device) -> list[torch.Tensor]:
+        """Pyramid levels [2 * len(clips), C, h, w]: start and end keyframe of each clip, read from each
+        video's pyramids (``clips`` sorted by video, ``picks`` their keyframe rows)."""
+        rows: dict[int, list[int]] = {}
+        for (v, _), pick in zip(clips, picks):
+            rows.setdefault(v, []).extend(int(p) for p in pick)
+        videos = [(self.pyramid(model, side, v, device), torch.as_tensor(r, device=device)) for v, r in rows.items()]
+        return [torch.cat([pyr[i].index_select(0, r) for pyr, r in videos]) for i in range(len(videos[0][0]))]
 
     def decode(self, model: nn.Module, requests: Sequence[tuple[int, np.ndarray]], device: torch.device,
-               side: SideInfo) -> list[torch.Tensor]:
-        needed = sorted({(int(v), int(f) // self.clip_len) for v, idx in requests for f in np.asarray(idx)})
-        slot = {c: i for i, c in enumerate(needed)}
-        items = [self.clip_inputs(v, k, side.keyframes(v)) for v, k in needed]
-        batch = {key: torch.stack([it[key] for it in items]).to(device, param_dtype(model)) for key in items[0]}
-        clips = to_uint8(model(batch))  # [num_clips, clip_len, 3, H, W]
+               side: SideInfo, count: Callable[..., None] = no_stats,
+               chunk_frames: int | None = None) -> list[torch.Tensor]:
+        frames, rows = unique_frames(requests)
+        clip_keys, clip_of = np.unique(frames[:, 0] * (1 << 32) + frames[:, 1] // self.clip_len,
+                                       return_inverse=True)
+        clips = [(int(k >> 32), int(k & 0xFFFFFFFF)) for k in clip_keys]
+        keep = clip_of.reshape(-1) * self.clip_len + frames[:, 1] % self.clip_len  # ascending
+        timings = [self.clip_timing(v, k) for v, k in clips]
+        batch = {key: torch.stack([t[key] for t, _ in timings]).to(device, param_dtype(model)) for key in timings[0][0]}
+        levels = self.gather_pyramids(model, side, clips, [pick for _, pick in timings], device)
         out = []
-        for v, idx in requests:
-            idx = np.asarray(idx)
-            rows = torch.as_tensor([slot[(int(v), int(f) // self.clip_len)] for f in idx], device=clips.device)
-            cols = torch.as_tensor(idx % self.clip_len, device=clips.device)
-            out.append(clips[rows, cols])
-        return out
+        for a, b in chunks(len(clips), None if chunk_frames is None else chunk_frames // self.clip_len):
+            lo, hi = np.searchsorted(keep, [a * self.clip_len, b * self.clip_len])
+            part = keep[lo:hi] - a * self.clip_len
+            whole = len(part) == (b - a) * self.clip_len  # every frame of these clips: nothing to leave out
+            frames_ab = model.decode_clips({k: v[a:b] for k, v in batch.items()}, [x[2 * a:2 * b] for x in levels],
+                                           None if whole else torch.as_tensor(part, device=device))
+            out.append(to_uint8(frames_ab.flatten(0, 1) if whole else frames_ab))
+        count(frames_decoded=len(clips) * self.clip_len if model.uses_gtmlp else len(keep))
+        return deliver(torch.cat(out), rows)
 
 
 # by a model family's layout name (``ModelFamily.layout``); SNeRV decodes as HNeRV does

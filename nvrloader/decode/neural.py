@@ -2,7 +2,6 @@
 (D-NeRV keyframes, HNeRV/SNeRV embeddings), one forward pass per DataLoader batch."""
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -11,8 +10,12 @@ from torch import nn
 
 from nvrloader.archive import Archive
 from nvrloader.compress import images, quant
-from nvrloader.decode.base import Decoder, register_decoder, video_key
-from nvrloader.decode.layouts import LAYOUTS, FrameTable, TimeLayout, keyframe_indices, to_float
+from nvrloader.decode.base import DecodeOptions, Decoder, register_decoder, video_key
+from nvrloader.decode.cache import ByteLRU
+from nvrloader.decode.fastpath import for_cpu_inference
+from nvrloader.decode.layouts import LAYOUTS, FrameTable, TimeLayout, keyframe_indices, param_dtype
+from nvrloader.decode.runtime import host_to_device
+from nvrloader.decode.stats import DecodeStats
 from nvrloader.models import list_models, model_family
 
 
@@ -35,12 +38,15 @@ def load_stored_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 @register_decoder(*list_models())
 class NeuralDecoder(Decoder):
-    """Weights dequantised onto the device once; each DataLoader batch is one forward pass."""
+    """Weights dequantised onto the device once; each DataLoader batch is one forward pass on CUDA and
+    a few cache-sized ones on CPU (``options.chunk_pixels``), for the distinct frames it asks.
 
-    keyframe_cache = 64
+    D-NeRV keyframes are decoded and put through the content encoder once per video, and the pyramids
+    kept (``options.cache_mb`` per process) for later requests of the same video."""
 
-    def __init__(self, archive: Archive, device: torch.device, half: bool = False) -> None:
-        super().__init__(archive, device, half)
+    def __init__(self, archive: Archive, device: torch.device, options: DecodeOptions | None = None,
+                 stats: DecodeStats | None = None) -> None:
+        super().__init__(archive, device, options, stats)
         cfg = self.config
         family = model_family(cfg["model"])
         with archive.decoding("model/weights"):  # shapes from a meta-device model bound the payload
@@ -50,13 +56,18 @@ class NeuralDecoder(Decoder):
             state = quant.unpack(archive.get("model", "weights"), shapes=shapes)
             self.model = family.model(**cfg["model_config"]).to(device).eval()
             load_stored_state(self.model, {k: v.to(device) for k, v in state.items()})
-        if half:
+        if self.half:
             self.model.half()
+        if device.type == "cpu":
+            for_cpu_inference(self.model)
+        self.memory_format = (torch.channels_last if self.options.use_channels_last(device)
+                              else torch.contiguous_format)
+        self.model.to(memory_format=self.memory_format)
         table = FrameTable(tuple(int(v["num_frames"]) for v in self.meta["videos"]))
         self.layout: TimeLayout = LAYOUTS[family.layout](table, cfg.get("clip_len", 8))
-        self._size = (self.meta["height"], self.meta["width"])
+        self.chunk_frames = self.options.chunk_frames(device, int(self.meta["height"]), int(self.meta["width"]))
         self._embeddings: list[torch.Tensor] | None = None
-        self._keyframes: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._pyramids: ByteLRU[list[torch.Tensor]] = ByteLRU(int(self.options.cache_mb * 2 ** 20))
 
     def embeddings(self, video: int) -> torch.Tensor:
         if self._embeddings is None:
@@ -68,19 +79,26 @@ class NeuralDecoder(Decoder):
         return self._embeddings[video]
 
     def keyframes(self, video: int) -> torch.Tensor:
-        if video not in self._keyframes:
-            codec = self.config["keyframes"]["codec"]
-            with self.archive.decoding(f"keyframes/{video_key(video)}"):
-                count = len(keyframe_indices(self.layout.table.num_frames[video], self.layout.clip_len))
-                streams = images.unpack_images(self.archive.get("keyframes", video_key(video)), count)
-                frames = images.decode_images(streams, codec, self._size)
-                self._keyframes[video] = to_float(frames).to(self.device)
-            if len(self._keyframes) > self.keyframe_cache:
-                self._keyframes.popitem(last=False)
-        self._keyframes.move_to_end(video)
-        return self._keyframes[video]
+        """A video's decoded keyframes, float [K, 3, H, W] in [0, 1] in the model's precision."""
+        codec = self.config["keyframes"]["codec"]
+        with self.archive.decoding(f"keyframes/{video_key(video)}"):
+            count = len(keyframe_indices(self.layout.table.num_frames[video], self.layout.clip_len))
+            streams = images.unpack_images(self.archive.get("keyframes", video_key(video)), count)
+            frames = images.decode_images(streams, codec, (int(self.meta["height"]), int(self.meta["width"])))
+        self.stats.add(keyframes_decoded=len(frames))
+        pixels = host_to_device(frames, self.device).permute(0, 3, 1, 2).float().div_(255)
+        return pixels.to(param_dtype(self.model), memory_format=self.memory_format)
 
-    @torch.no_grad()
+    def pyramid(self, video: int) -> list[torch.Tensor]:
+        """A video's keyframes through D-NeRV's content encoder, made once and kept while the cache allows."""
+        return self._pyramids.get(video, lambda: self._encode(video))
+
+    def _encode(self, video: int) -> list[torch.Tensor]:
+        keyframes = self.keyframes(video)
+        self.stats.add(keyframes_encoded=len(keyframes))
+        return self.model.encode_keyframes(keyframes)
+
+    @torch.inference_mode()
     def decode(self, requests: Sequence[tuple[int, np.ndarray]]) -> list[torch.Tensor]:
         with self.archive.decoding("model/weights (forward pass)"):
-            return self.layout.decode(self.model, requests, self.device, self)
+            return self.layout.decode(self.model, requests, self.device, self, self.stats.add, self.chunk_frames)

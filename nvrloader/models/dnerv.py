@@ -171,14 +171,30 @@ class DNeRV(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.decode_clips(batch, self.encode_keyframes(batch["keyframes"].flatten(0, 1)))
+
+    def encode_keyframes(self, keyframes: torch.Tensor) -> list[torch.Tensor]:
+        """Content pyramid of keyframes [K, 3, H, W] in [0, 1], coarsest level first.
+
+        Apart from `decode_clips` so that a decoder runs the encoder once per keyframe and caches
+        the result: neighbouring clips share a keyframe, and requests come back to the same video."""
+        return self.encoder((keyframes - self.mean) / self.std)
+
+    def decode_clips(self, batch: dict[str, torch.Tensor], pyramid: Sequence[torch.Tensor],
+                     keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Frames [B, n, 3, H, W] of B clips from their inputs (t, offset, span) and the pyramid of their
+        keyframes (each level [2B, C, h, w]: start and end keyframe of clip 0, then of clip 1, ...).
+
+        ``keep`` (flat indices clip * n + frame) returns only those frames, [len(keep), 3, H, W]: they
+        leave the clip where frames stop depending on each other (after the last GTMLP, or after the
+        stem's instance norm without GTMLP), so a request for a few frames skips the rest."""
         t = batch["t"]
         b, n = t.shape
         if self.uses_gtmlp and n != self.clip_len:
             raise ValueError(f"dnerv: clips must have {self.clip_len} frames (the GTMLP's clip_len), got {n}; "
                              "pad short clips with their last frame")
         weight = (batch["offset"] / batch["span"].clamp(min=1).unsqueeze(1)).reshape(b * n, 1, 1, 1)
-        keyframes = batch["keyframes"].flatten(0, 1)
-        pyramid = self.encoder((keyframes - self.mean) / self.std)
+        owner = torch.arange(b, device=t.device).repeat_interleave(n)   # the clip of every frame row
 
         x = self.stem(self.pe(t.reshape(-1))).view(b, n, self.fc_dim, *self.grid)
         content = F.interpolate(pyramid[0].view(b, 2, -1, *self.grid).transpose(1, 2), size=(n, *self.grid),
@@ -186,20 +202,24 @@ class DNeRV(nn.Module):
         x = torch.cat((x, content), dim=2).transpose(1, 2)            # [B, C, T, h0, w0]
         x = instance_norm(x).transpose(1, 2).reshape(b * n, -1, *self.grid)
 
+        split = len(self.stages) if self.uses_gtmlp else 0   # first scale at which frames are independent
         flow = coarse = None
         for i, feats in enumerate(pyramid):
+            if keep is not None and i == split:
+                x, weight, owner = x[keep], weight[keep], owner[keep]
+                coarse = None if coarse is None else coarse[keep]
             if self.flow_heads and self.multiscale_flow:
                 flow = self.flow_heads[i](x)
             elif self.flow_heads:   # single scale: predicted once at the coarsest scale, resized per stage
                 coarse = self.flow_heads[0](x) if coarse is None else coarse
                 flow = self._upsample_flow(coarse, feats.shape[-2:])
-            fused = self._fuse(feats, flow, weight, b, n)
+            fused = self._fuse(feats, flow, weight, b, n, owner)
             if i < len(self.stages):
                 x = self.stages[i](x, fused)
             else:
                 x = self.rgb_head(torch.cat((x, fused), 1)) + (fused if self.rgb_residual else 0)
         frames = (x * self.std + self.mean).clamp(0, 1)
-        return frames.view(b, n, 3, *self.resolution)
+        return frames.view(b, n, 3, *self.resolution) if keep is None else frames
 
     @staticmethod
     def _upsample_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -215,11 +235,14 @@ class DNeRV(nn.Module):
 
     @staticmethod
     def _fuse(feats: torch.Tensor, flow: torch.Tensor | None, weight: torch.Tensor, b: int,
-              n: int) -> torch.Tensor:
-        """(1 - w) * start warped forward + w * end warped backward, per frame of the clip."""
-        pair = feats.view(b, 1, 2, *feats.shape[1:]).expand(b, n, 2, *feats.shape[1:])
-        start = pair[:, :, 0].reshape(b * n, *feats.shape[1:])
-        end = pair[:, :, 1].reshape(b * n, *feats.shape[1:])
+              n: int, owner: torch.Tensor | None = None) -> torch.Tensor:
+        """(1 - w) * start warped forward + w * end warped backward, per frame of the clip.
+
+        ``owner`` names the clip of each frame row (default: n rows per clip, all B clips)."""
+        if owner is None:
+            owner = torch.arange(b, device=feats.device).repeat_interleave(n)
+        start = feats.index_select(0, 2 * owner)
+        end = feats.index_select(0, 2 * owner + 1)
         if flow is not None:
             start = warp(start, flow[:, :2])
             end = warp(end, flow[:, 2:])
