@@ -183,13 +183,27 @@ def parse_workers(text: str) -> list[int]:
     return values
 
 
+def check_same_frames(paths: list[Path]) -> None:
+    """Speeds compare only over the same videos, frame counts, fps and size."""
+    from nvrloader.decode import ArchiveDecoder
+
+    first = ArchiveDecoder(paths[0], "cpu").metadata
+    for path in paths[1:]:
+        found = first.differences(ArchiveDecoder(path, "cpu").metadata)
+        if found:
+            raise ValueError(f"{path} and {paths[0]} do not hold the same frames ({'; '.join(found)}); "
+                             "pass --allow-mismatch to time them anyway")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m nvrloader.bench", description=__doc__.splitlines()[0])
-    ap.add_argument("archives", nargs="+", type=Path)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("archives", nargs="+", type=Path, help="archives to time (raw and H.264 among them give the "
+                    "ratios); they must hold the same frames unless --allow-mismatch")
+    ap.add_argument("--allow-mismatch", action="store_true", help="time archives of different frames anyway")
+    ap.add_argument("--batch-size", type=int, default=16, help="clips per DataLoader batch (default 16)")
     ap.add_argument("--num-workers", type=parse_workers, default=[0, 2], help="worker counts, e.g. 0,2")
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--num-segments", type=int, default=8)
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
+    ap.add_argument("--num-segments", type=int, default=8, help="TSN segments (frames) per clip (default 8)")
     ap.add_argument("--repeats", type=int, default=5, help="timed passes after the warm-up")
     ap.add_argument("--max-batches", type=int, help="stop each pass after this many batches")
     ap.add_argument("--half", action="store_true", help="fp16 neural decoding (CUDA only)")
@@ -201,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads in each decoding worker")
     ap.add_argument("--cache-mb", type=float, default=DecodeOptions.cache_mb,
                     help="per-process cache of decoded side information (D-NeRV keyframe pyramids)")
-    ap.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto")
+    ap.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+                    help="NHWC convolutions (auto: on CUDA only)")
     ap.add_argument("-o", "--output", type=Path, help="JSON output (a bar chart PNG is written beside it)")
     args = ap.parse_args(argv)
     if args.repeats < 1:
@@ -211,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     options = DecodeOptions(half=args.half, cache_mb=args.cache_mb, worker_threads=args.worker_threads,
                             channels_last={"auto": None, "on": True, "off": False}[args.channels_last])
     try:
+        if not args.allow_mismatch:
+            check_same_frames(args.archives)
         device = str(resolve_device(args.device))
         decode_in = args.decode_in if args.decode_in != "auto" else ("main" if device.startswith("cuda")
                                                                      else "workers")

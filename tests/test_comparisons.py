@@ -137,3 +137,14 @@ def test_classical_builds_are_reproducible(env, tmp_path, codec):
         dec = ArchiveDecoder(out, "cpu")
         decoded.append(dec.get_frames_batch([(v, None) for v in range(dec.num_videos)]))
     assert all(torch.equal(a, b) for a, b in zip(*decoded))
+
+
+def test_bench_refuses_archives_of_other_frames(env, capsys):
+    from nvrloader import bench
+
+    out, common, first = env
+    other = out / "h264_other_bench.nvr"
+    assert build.main([*common, "--resolution", "48x64", "--fps", "2", "--subset", "test", "--codec", "h264",
+                       "--crf", "30", "-o", str(other)]) == 0
+    assert bench.main([str(first), str(other), "--repeats", "1", "--num-workers", "0", "--device", "cpu"]) == 2
+    assert "do not hold the same frames" in capsys.readouterr().err
