@@ -68,7 +68,6 @@ class TrainConfig:
     channel_shuffle: bool = False  # random RGB order per training clip (a coarse hue change)
     clip_norm: bool = False     # standardise each clip per channel instead of ImageNet mean/std
     label_smoothing: float = 0.0
-    norm: str = "bn"            # backbone normalisation: bn (TSM's, and any pretrained ResNet's) | gn
     train_data: str | None = None
     test_data: str | None = None
     output_dir: str = runtime_field("runs/tsm")

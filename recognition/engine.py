@@ -38,7 +38,7 @@ BEST = "best.pt"
 
 def make_tsm(cfg: TrainConfig, num_classes: int) -> TSM:
     return TSM(num_classes, cfg.num_segments, cfg.backbone, cfg.shift_div, cfg.dropout, cfg.partial_bn,
-               cfg.width_mult, cfg.fc_init_std, cfg.norm)
+               cfg.width_mult, cfg.fc_init_std)
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> tuple[TSM, dict[str, list[str]] | None]:

@@ -45,7 +45,6 @@ def add_training_arguments(ap: argparse.ArgumentParser) -> None:
     model.add_argument("--shift-div", type=int, help="1/shift_div of the channels shift each way (8)")
     model.add_argument("--dropout", type=float)
     model.add_argument("--partial-bn", action=argparse.BooleanOptionalAction, default=None)
-    model.add_argument("--norm", choices=("bn", "gn"), help="backbone normalisation: BatchNorm or GroupNorm")
     model.add_argument("--pretrained", help="backbone weights: torch state dict or timm .safetensors file")
     model.add_argument("--input-size", type=int, help="square crop fed to the network (ucf101: 224)")
     model.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,

@@ -7,21 +7,15 @@ ImageNet or Kinetics weights come from a local file (`load_backbone`), since not
 """
 from __future__ import annotations
 
-import functools
 import os
 from pathlib import Path
 
 import timm
 import torch
-from timm.layers import GroupNorm
 from timm.models.resnet import BasicBlock, Bottleneck
 from torch import nn
 
 RESNET_CHANNELS = (64, 128, 256, 512)
-# "bn": BatchNorm, as TSM and every pretrained ResNet. "gn": GroupNorm of GN_GROUPS groups, for training
-# from scratch when test clips come from scenes whose feature statistics no training batch had.
-NORMS = ("bn", "gn")
-GN_GROUPS = 8
 
 
 def temporal_shift(x: torch.Tensor, num_segments: int, shift_div: int = 8) -> torch.Tensor:
@@ -108,16 +102,12 @@ class TSM(nn.Module):
 
     def __init__(self, num_classes: int, num_segments: int = 8, backbone: str = "resnet50",
                  shift_div: int = 8, dropout: float = 0.8, partial_bn: bool = False,
-                 width_mult: float = 1.0, fc_init_std: float | None = 0.001, norm: str = "bn") -> None:
+                 width_mult: float = 1.0, fc_init_std: float | None = 0.001) -> None:
         super().__init__()
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {', '.join(NORMS)}, got {norm!r}")
         # Residual branches start live (torchvision's init, which TSM used): timm's default zero-init of
         # each branch's last BN leaves only the shortcuts, which never see the shift, so a network
         # trained from scratch starts blind to time and measurably never left chance on motion classes.
         kwargs: dict = {"zero_init_last": False}
-        if norm == "gn":  # per-sample statistics: nothing learnt about the training scenes' feature scale
-            kwargs["norm_layer"] = functools.partial(GroupNorm, num_groups=GN_GROUPS)
         if width_mult != 1.0:  # thinner ResNet for CPU-sized experiments (no pretrained weights fit it)
             kwargs |= {"channels": tuple(max(8, round(c * width_mult)) for c in RESNET_CHANNELS),
                        "stem_width": max(8, round(64 * width_mult))}
@@ -166,10 +156,9 @@ class TSM(nn.Module):
         return [m for m in self.backbone.modules() if isinstance(m, nn.BatchNorm2d)][1:]
 
     def param_groups(self, lr: float, weight_decay: float, fc_lr_mult: float = 1.0) -> list[dict]:
-        """TSM's optimiser policy: biases at 2x lr without decay, BN (or GN) affine without decay,
+        """TSM's optimiser policy: biases at 2x lr without decay, BN affine without decay,
         the new classifier at ``fc_lr_mult`` x lr (5 when fine-tuning), frozen BN left out."""
-        bn_params = {id(p) for m in self.modules() if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))
-                     for p in m.parameters()}
+        bn_params = {id(p) for m in self.modules() if isinstance(m, nn.BatchNorm2d) for p in m.parameters()}
         groups: dict[str, dict] = {
             "weight": {"params": [], "lr": lr, "weight_decay": weight_decay},
             "bias": {"params": [], "lr": 2 * lr, "weight_decay": 0.0},

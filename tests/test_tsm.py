@@ -173,20 +173,3 @@ def test_load_backbone_reports_missing_and_bad_shapes(tmp_path) -> None:
         load_backbone(TSM(num_classes=2, num_segments=8, backbone="resnet18", width_mult=0.5), path)
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         load_backbone(TSM(num_classes=2, num_segments=8, backbone="resnet18"), tmp_path / "nowhere.pth")
-
-
-def test_group_norm_backbone_keeps_no_dataset_statistics() -> None:
-    torch.manual_seed(0)
-    model = TSM(num_classes=3, num_segments=4, backbone="resnet18", width_mult=0.25, fc_init_std=None, norm="gn")
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
-    norms = [m for m in model.modules() if isinstance(m, nn.GroupNorm)]
-    assert len(norms) == 21 and not any(b for m in norms for b in m.buffers())     # nothing tracked
-    clips = torch.randn(2, 4, 3, 32, 32)
-    model.train()
-    model(clips * 5)                                                              # a batch of another contrast
-    model.eval()
-    assert torch.allclose(model(clips), model(clips * 5), atol=1e-4)              # per-sample: contrast-free
-    groups = {g["name"]: g for g in model.param_groups(0.1, 1e-4)}
-    assert {id(p) for m in norms for p in m.parameters()} == {id(p) for p in groups["bn"]["params"]}
-    with pytest.raises(ValueError, match="norm must be one of bn, gn"):
-        TSM(num_classes=3, backbone="resnet18", norm="ln")
