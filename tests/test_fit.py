@@ -275,6 +275,8 @@ def test_time_budget_runs_the_whole_schedule(monkeypatch):
     assert factors[:peak] == sorted(factors[:peak])
     assert factors[peak:] == sorted(factors[peak:], reverse=True)      # then the cosine, to its end
     assert result.lr_factor < 0.01 and factors[-1] == pytest.approx(result.lr_factor)
+    summary = result.summary()                                         # what a build report shows
+    assert (summary["steps"], summary["planned_steps"], summary["stopped_early"]) == (40, 2000, True)
 
 
 def test_time_budgeted_fit_resumes_exactly(monkeypatch, tmp_path):
