@@ -48,17 +48,15 @@ class TransformerBlock(nn.Module):
 class ENeRV(nn.Module):
     # "L" is the paper's 12.49M model for 720p (the size class of NeRV-L); "S"/"M" sit on the same
     # ladder as NeRV's presets (3.2M / 6.3M) at 256x320.
+    _TINY = dict(fc_dim=32, expansion=2.0, reduction=2, lower_width=8, block_dim=32, mlp_dim=32, stem_dim=64,
+                 norm_dim=16, dim_head=8)
+    _PAPER = dict(expansion=3.0, reduction=2, lower_width=32, strides=(4, 2, 2, 2, 2), resolution=(256, 320))
     PRESETS = {
-        "tiny": dict(resolution=(64, 80), fc_dim=32, strides=(4, 2, 2), expansion=2.0, reduction=2,
-                     lower_width=8, block_dim=32, mlp_dim=32, stem_dim=64, norm_dim=16, dim_head=8),
-        "tiny128": dict(resolution=(128, 160), fc_dim=32, strides=(4, 2, 2, 2), expansion=2.0, reduction=2,
-                        lower_width=8, block_dim=32, mlp_dim=32, stem_dim=64, norm_dim=16, dim_head=8),
-        "S": dict(resolution=(256, 320), fc_dim=87, strides=(4, 2, 2, 2, 2), expansion=3.0, reduction=2,
-                  lower_width=32),
-        "M": dict(resolution=(256, 320), fc_dim=139, strides=(4, 2, 2, 2, 2), expansion=3.0, reduction=2,
-                  lower_width=32),
-        "L": dict(resolution=(720, 1280), fc_dim=196, strides=(5, 2, 2, 2, 2), expansion=3.0, reduction=2,
-                  lower_width=96),
+        "tiny": dict(_TINY, resolution=(64, 80), strides=(4, 2, 2)),
+        "tiny128": dict(_TINY, resolution=(128, 160), strides=(4, 2, 2, 2)),
+        "S": dict(_PAPER, fc_dim=87),
+        "M": dict(_PAPER, fc_dim=139),
+        "L": dict(_PAPER, fc_dim=196, resolution=(720, 1280), strides=(5, 2, 2, 2, 2), lower_width=96),
     }
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"
