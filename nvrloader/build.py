@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nvrloader.cliargs import parse_resolution
+from nvrloader.sources import SPLITS as VIDEO_SPLITS, UCF_SPLITS
+from nvrloader.video import RESIZE_MODES
 
 DEMO = {"classes": 6, "videos_per_class": 12, "seed": 0}
 DEFAULT_CODEC = "dnerv"
-SPLITS = (1, 2, 3)
-SUBSETS = ("train", "test", "all")
-RESIZE_MODES = ("stretch", "crop")
+SUBSETS = (*VIDEO_SPLITS, "all")
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,22 @@ class FrameSpec:
         object.__setattr__(self, "resolution", tuple(int(v) for v in self.resolution))
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"FrameSpec.resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
-        if self.split not in SPLITS or self.subset not in SUBSETS:
-            raise ValueError(f"FrameSpec.split must be in {SPLITS} and subset in {SUBSETS}, "
+        if self.split not in UCF_SPLITS or self.subset not in SUBSETS:
+            raise ValueError(f"FrameSpec.split must be in {UCF_SPLITS} and subset in {SUBSETS}, "
                              f"got {self.split!r}, {self.subset!r}")
 
     @classmethod
+    def of_meta(cls, m: dict[str, Any]) -> "FrameSpec":
+        """The frames an archive with this meta was built from (what `--match` copies)."""
+        return cls(float(m["fps"]), (int(m["height"]), int(m["width"])), m.get("resize_mode", "stretch"),
+                   int(m.get("split", 1)), m.get("subset", "all"))
+
+    @classmethod
     def of_archive(cls, path: str | os.PathLike) -> "FrameSpec":
-        """The frames an existing archive was built from (what `--match` copies)."""
         from nvrloader.archive import open_archive
 
         with open_archive(path) as archive:
-            m = archive.meta
-            return cls(float(m["fps"]), (int(m["height"]), int(m["width"])), m.get("resize_mode", "stretch"),
-                       int(m.get("split", 1)), m.get("subset", "all"))
+            return cls.of_meta(archive.meta)
 
 
 def demo_source(cache_dir: Path) -> Path:
@@ -122,11 +125,10 @@ def build_archive(source: str | os.PathLike | None, output: str | os.PathLike, c
     if not isinstance(options, options_cls):
         raise ValueError(f"codec {codec!r} takes {options_cls.__name__}, got {type(options).__name__}")
     if match is not None:
-        matched = FrameSpec.of_archive(match)
+        with open_archive(match) as other:
+            matched, matched_bpp = FrameSpec.of_meta(other.meta), size_report(other)["bpp"]
         if frames is not None and frames != matched:
             raise ValueError(f"frames {frames} contradict the matched archive {match} ({matched})")
-        with open_archive(match) as other:
-            matched_bpp = size_report(other)["bpp"]
         if target_bpp is not None and abs(target_bpp / matched_bpp - 1) > 1e-9:
             raise ValueError(f"target bpp {target_bpp} contradicts the matched archive {match} ({matched_bpp:.6g})")
         frames, target_bpp = matched, matched_bpp
@@ -200,7 +202,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, set[str]]]:
                     "the papers')")
     ap.add_argument("--resolution", type=parse_resolution, help="HxW (default %dx%d, the papers')" % spec.resolution)
     ap.add_argument("--resize-mode", choices=RESIZE_MODES, help=f"default {spec.resize_mode}")
-    ap.add_argument("--split", type=int, choices=SPLITS, help=f"UCF101 train/test list (default {spec.split})")
+    ap.add_argument("--split", type=int, choices=UCF_SPLITS, help=f"UCF101 train/test list (default {spec.split})")
     ap.add_argument("--subset", choices=SUBSETS, help=f"videos to compress (default {spec.subset})")
     ap.add_argument("--skip-bad", action="store_true", help="leave unreadable videos out and list them")
     ap.add_argument("--target-bpp", type=float, help="size the codec so the archive lands at this bpp")

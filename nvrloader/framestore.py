@@ -24,7 +24,7 @@ from nvrloader import video
 from nvrloader.sources import SourceIndex, VideoRecord, discover
 
 FORMAT_VERSION = 1
-RESIZE_MODES = ("stretch", "crop")
+RESIZE_MODES = video.RESIZE_MODES
 _DONE = "done"              # per-video attribute, set only after its frames are fully written
 _RENUMBERED = "renumbered"  # set before closing the gaps of skipped videos; such a partial is not resumable
 

@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from nvrloader.archive import Archive, ArchiveError, open_archive
+from nvrloader.archive import Archive, open_archive
 from nvrloader.decode.base import DecodeOptions, Decoder, open_decoder
 from nvrloader.decode.runtime import configure_worker_threads, tune_malloc
 from nvrloader.decode.stats import DecodeStats
@@ -129,17 +129,13 @@ class ArchiveDecoder:
         """uint8 [N_i, 3, H, W] for each (video, frame indices) request; indices None means every frame."""
         checked = [self._checked(v, idx) for v, idx in requests]
         asked = [r for r in checked if len(r[1])]   # requests for no frame need no decoder
-        try:
+        names = ", ".join(self.metadata.videos[v].name for v, _ in checked[:4])
+        with self.archive.decoding(f"of videos {names}"):   # whatever a damaged payload makes a library raise
             decoded = iter(self._codec_decoder().decode(asked) if asked else [])
             self.stats.add(requests=len(checked), frames_delivered=sum(len(idx) for _, idx in checked))
             m = self.metadata
             return [next(decoded) if len(idx) else torch.empty((0, 3, m.height, m.width), dtype=torch.uint8,
                                                                 device=self.device) for _, idx in checked]
-        except ArchiveError:
-            raise
-        except Exception as err:  # noqa: BLE001 - whatever a damaged payload makes a library raise
-            names = [self.metadata.videos[v].name for v, _ in checked][:4]
-            raise ArchiveError(f"{self.path}: decoding {', '.join(names)} failed: {err}") from err
 
     def get_frames(self, video: int, indices: Sequence[int] | np.ndarray | None = None) -> torch.Tensor:
         """uint8 [N, 3, H, W]: frames ``indices`` (default: all) of video ``video``."""
