@@ -210,16 +210,13 @@ class ClipLayout(TimeLayout):
         timings = [self.clip_timing(v, k) for v, k in clips]
         batch = {key: torch.stack([t[key] for t, _ in timings]).to(device, param_dtype(model)) for key in timings[0][0]}
         levels = self.gather_pyramids(model, side, clips, [pick for _, pick in timings], device)
-        out = []
-        for a, b in chunks(len(clips), None if chunk_frames is None else chunk_frames // self.clip_len):
-            lo, hi = np.searchsorted(keep, [a * self.clip_len, b * self.clip_len])
-            part = keep[lo:hi] - a * self.clip_len
-            whole = len(part) == (b - a) * self.clip_len  # every frame of these clips: nothing to leave out
-            frames_ab = model.decode_clips({k: v[a:b] for k, v in batch.items()}, [x[2 * a:2 * b] for x in levels],
-                                           None if whole else torch.as_tensor(part, device=device))
-            out.append(to_uint8(frames_ab.flatten(0, 1) if whole else frames_ab))
+        whole = len(keep) == len(clips) * self.clip_len  # every frame of these clips: nothing to leave out
+        h, w = model.resolution
+        frames_out = model.decode_clips(batch, levels, None if whole else torch.as_tensor(keep, device=device),
+                                        None if chunk_frames is None else chunk_frames * h * w)
+        out = to_uint8(frames_out.flatten(0, 1) if whole else frames_out)
         count(frames_decoded=len(clips) * self.clip_len if model.uses_gtmlp else len(keep))
-        return deliver(torch.cat(out), rows)
+        return deliver(out, rows)
 
 
 # by a model family's layout name (``ModelFamily.layout``); SNeRV decodes as HNeRV does

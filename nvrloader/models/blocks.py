@@ -148,13 +148,11 @@ def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """
     n, _, h, w = flow.shape
     wide = compute_dtype(torch.promote_types(features.dtype, flow.dtype))
-    ys = torch.arange(h, device=flow.device, dtype=wide)
     xs = torch.arange(w, device=flow.device, dtype=wide)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    flow = flow.to(wide)
-    x = (gx + flow[:, 0]) * (2.0 / max(w - 1, 1)) - 1.0
-    y = (gy + flow[:, 1]) * (2.0 / max(h - 1, 1)) - 1.0
-    grid = torch.stack((x, y), dim=-1)
+    ys = torch.arange(h, device=flow.device, dtype=wide)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)                  # [h, w, (x, y)]
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=flow.device, dtype=wide)
+    grid = (flow.to(wide).permute(0, 2, 3, 1) + base).mul_(scale).sub_(1.0)
     out = F.grid_sample(features.to(wide), grid, mode="bilinear", padding_mode="border", align_corners=True)
     return out.to(features.dtype)
 

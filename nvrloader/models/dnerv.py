@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,30 @@ from nvrloader.models.sizing import Ramp, Scaling, grid_strides
 UCF101_MEAN = (0.3986, 0.3829, 0.3546)
 UCF101_STD = (0.2805, 0.2747, 0.2787)
 FUSIONS = ("saf", "concat")
+
+
+class _Rows(NamedTuple):
+    """What the decoder carries from scale to scale, one row per frame: features, blend weight between
+    the clip's keyframes, the clip of the row, and the coarse flow of single-scale models."""
+
+    x: torch.Tensor
+    weight: torch.Tensor
+    owner: torch.Tensor
+    coarse: torch.Tensor | None
+
+    def of_clips(self, a: int, c: int) -> "_Rows":
+        """The rows of clips a..c-1 (rows are ordered by clip), their clips renumbered from 0."""
+        lo, hi = torch.searchsorted(self.owner, torch.tensor([a, c], device=self.owner.device)).tolist()
+        return _Rows(self.x[lo:hi], self.weight[lo:hi], self.owner[lo:hi] - a,
+                     None if self.coarse is None else self.coarse[lo:hi])
+
+
+def _keep_of_clips(keep: torch.Tensor | None, a: int, c: int, n: int) -> torch.Tensor | None:
+    """The kept flat indices (clip * n + frame, ascending) of clips a..c-1, renumbered from clip a."""
+    if keep is None:
+        return None
+    lo, hi = torch.searchsorted(keep, torch.tensor([a * n, c * n], device=keep.device)).tolist()
+    return keep[lo:hi] - a * n
 
 
 def _head(in_ch: int, out_ch: int, act: str) -> nn.Sequential:
@@ -76,9 +101,20 @@ class GTMLP(nn.Module):
         nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [B, T, C, H, W] -> same shape."""
-        return x + torch.einsum("cst,btchw->bschw", self.weight, x) + self.bias.t()[None, :, :, None, None]
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """x: [B, T, C, H, W] -> same shape; with ``keep`` (flat indices clip * T + frame) only those
+        frames, [K, C, H, W]: the rows of (W + I) they need, as one batched matmul over channels."""
+        if keep is None:
+            return x + torch.einsum("cst,btchw->bschw", self.weight, x) + self.bias.t()[None, :, :, None, None]
+        b, t, c, h, w = x.shape
+        clip, frame = keep // t, keep % t
+        eye = torch.eye(t, dtype=x.dtype, device=x.device)
+        mix = self.weight[:, frame] + eye[frame]                                     # [C, K, T]
+        cols = (clip * t).unsqueeze(1) + torch.arange(t, device=x.device)            # [K, T]: its clip's rows
+        select = x.new_zeros(c, len(keep), b * t).scatter_(2, cols.expand(c, -1, -1), mix)
+        frames = x.permute(2, 0, 1, 3, 4).reshape(c, b * t, h * w)
+        out = torch.baddbmm(self.bias[:, frame].unsqueeze(2), select, frames)       # [C, K, H * W]
+        return out.transpose(0, 1).reshape(len(keep), c, h, w)
 
 
 class DNeRVStage(nn.Module):
@@ -98,7 +134,8 @@ class DNeRVStage(nn.Module):
         self.up = xavier_init_(NeRVBlock(conv_in, out_ch, stride, act=act))
         self.gtmlp = GTMLP(out_ch, clip_len) if gtmlp else None
 
-    def forward(self, x: torch.Tensor, content: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, content: torch.Tensor, keep: torch.Tensor | None = None) -> torch.Tensor:
+        """Rows of whole clips in; with ``keep`` (and a GTMLP) only those rows out."""
         if self.saf is not None:
             gamma, beta = self.saf(content).chunk(2, dim=1)
             x = x * (1 + gamma) + beta
@@ -107,7 +144,8 @@ class DNeRVStage(nn.Module):
         x = self.up(x)
         if self.gtmlp is not None:
             bt, c, h, w = x.shape
-            x = self.gtmlp(x.view(bt // self.clip_len, self.clip_len, c, h, w)).view(bt, c, h, w)
+            x = self.gtmlp(x.view(bt // self.clip_len, self.clip_len, c, h, w), keep)
+            return x.view(bt, c, h, w) if keep is None else x
         return x
 
 
@@ -181,13 +219,15 @@ class DNeRV(nn.Module):
         return self.encoder((keyframes - self.mean) / self.std)
 
     def decode_clips(self, batch: dict[str, torch.Tensor], pyramid: Sequence[torch.Tensor],
-                     keep: torch.Tensor | None = None) -> torch.Tensor:
+                     keep: torch.Tensor | None = None, chunk_pixels: int | None = None) -> torch.Tensor:
         """Frames [B, n, 3, H, W] of B clips from their inputs (t, offset, span) and the pyramid of their
         keyframes (each level [2B, C, h, w]: start and end keyframe of clip 0, then of clip 1, ...).
 
-        ``keep`` (flat indices clip * n + frame) returns only those frames, [len(keep), 3, H, W]: they
-        leave the clip where frames stop depending on each other (after the last GTMLP, or after the
-        stem's instance norm without GTMLP), so a request for a few frames skips the rest."""
+        ``keep`` (flat indices clip * n + frame, ascending) returns only those frames, [len(keep), 3, H, W]:
+        they leave the clip where frames stop depending on each other (in the last GTMLP, or after the
+        stem's instance norm without GTMLP), so a request for a few frames skips the rest.
+        ``chunk_pixels`` bounds the activations of a pass: the coarse scales run for every clip at once,
+        and from the first scale with more pixels on, a few clips at a time (CPU caches)."""
         t = batch["t"]
         b, n = t.shape
         if self.uses_gtmlp and n != self.clip_len:
@@ -201,25 +241,44 @@ class DNeRV(nn.Module):
                                 mode="trilinear", align_corners=False).transpose(1, 2)
         x = torch.cat((x, content), dim=2).transpose(1, 2)            # [B, C, T, h0, w0]
         x = instance_norm(x).transpose(1, 2).reshape(b * n, -1, *self.grid)
+        frames = self._scales(0, _Rows(x, weight, owner, None), pyramid, keep, n, chunk_pixels)
+        frames = (frames * self.std + self.mean).clamp(0, 1)
+        return frames.view(b, n, 3, *self.resolution) if keep is None else frames
 
+    def _scales(self, start: int, rows: "_Rows", pyramid: Sequence[torch.Tensor], keep: torch.Tensor | None,
+                n: int, chunk_pixels: int | None) -> torch.Tensor:
+        """Scales ``start``.. of the decoder for ``rows`` (normalised output rows): split into groups of
+        clips at the first scale whose activations pass ``chunk_pixels``."""
         split = len(self.stages) if self.uses_gtmlp else 0   # first scale at which frames are independent
-        flow = coarse = None
-        for i, feats in enumerate(pyramid):
-            if keep is not None and i == split:
-                x, weight, owner = x[keep], weight[keep], owner[keep]
+        clips = len(pyramid[0]) // 2
+        h, w = self.resolution
+        for i in range(start, len(pyramid)):
+            feats = pyramid[i]
+            if chunk_pixels is not None and clips > 1 and len(rows.x) * feats[0, 0].numel() > chunk_pixels:
+                per = max(1, chunk_pixels // (n * h * w))
+                return torch.cat([self._scales(i, rows.of_clips(a, min(a + per, clips)),
+                                               [p[2 * a:2 * (a + per)] for p in pyramid],
+                                               _keep_of_clips(keep, a, min(a + per, clips), n), n, None)
+                                  for a in range(0, clips, per)])
+            x, weight, owner, coarse = rows
+            if keep is not None and i == split:   # with a GTMLP its last stage gave only the kept frames
+                x = x if i > 0 else x[keep]
+                weight, owner = weight[keep], owner[keep]
                 coarse = None if coarse is None else coarse[keep]
             if self.flow_heads and self.multiscale_flow:
                 flow = self.flow_heads[i](x)
             elif self.flow_heads:   # single scale: predicted once at the coarsest scale, resized per stage
                 coarse = self.flow_heads[0](x) if coarse is None else coarse
                 flow = self._upsample_flow(coarse, feats.shape[-2:])
-            fused = self._fuse(feats, flow, weight, b, n, owner)
+            else:
+                flow = None
+            fused = self._fuse(feats, flow, weight, clips, n, owner)
             if i < len(self.stages):
-                x = self.stages[i](x, fused)
+                x = self.stages[i](x, fused, keep if i + 1 == split else None)
             else:
                 x = self.rgb_head(torch.cat((x, fused), 1)) + (fused if self.rgb_residual else 0)
-        frames = (x * self.std + self.mean).clamp(0, 1)
-        return frames.view(b, n, 3, *self.resolution) if keep is None else frames
+            rows = _Rows(x, weight, owner, coarse)
+        return rows.x
 
     @staticmethod
     def _upsample_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -241,9 +300,8 @@ class DNeRV(nn.Module):
         ``owner`` names the clip of each frame row (default: n rows per clip, all B clips)."""
         if owner is None:
             owner = torch.arange(b, device=feats.device).repeat_interleave(n)
-        start = feats.index_select(0, 2 * owner)
-        end = feats.index_select(0, 2 * owner + 1)
-        if flow is not None:
-            start = warp(start, flow[:, :2])
-            end = warp(end, flow[:, 2:])
-        return (1 - weight) * start + weight * end
+        both = feats.index_select(0, torch.cat((2 * owner, 2 * owner + 1)))      # starts, then ends
+        if flow is not None:   # one sampling pass for both directions
+            both = warp(both, torch.cat((flow[:, :2], flow[:, 2:])))
+        start, end = both.chunk(2)
+        return torch.lerp(start, end, weight.to(start.dtype))
