@@ -77,6 +77,36 @@ def test_gtmlp_equals_grouped_conv():
     torch.testing.assert_close(mlp(x), expected)
 
 
+def test_gtmlp_of_kept_frames_equals_the_rows_of_the_whole_clip():
+    torch.manual_seed(0)
+    mlp = GTMLP(5, 8)
+    x = torch.randn(3, 8, 5, 4, 6)
+    keep = torch.tensor([0, 5, 8, 9, 15, 23])
+    torch.testing.assert_close(mlp(x, keep), mlp(x).flatten(0, 1)[keep])
+
+
+VARIANTS = [{}, dict(multiscale_flow=False), dict(flow=False), dict(fusion="concat"), dict(gtmlp=False)]
+
+
+@pytest.mark.parametrize("overrides", VARIANTS)
+def test_kept_frames_and_chunks_give_the_frames_of_whole_clips(overrides):
+    """Decoding some frames, in chunks split at any scale, gives those frames of the whole-clip pass."""
+    model = build(**overrides).eval()
+    b, n = 3, 8
+    batch = {"t": torch.rand(b, n), "offset": torch.arange(n, dtype=torch.float32).repeat(b, 1),
+             "span": torch.full((b,), 8.0)}
+    sparse, dense = torch.tensor([0, 3, 7, 9, 10, 23]), torch.tensor([i for i in range(24) if i % 6])
+    with torch.no_grad():
+        pyramid = model.encode_keyframes(torch.rand(2 * b, 3, 64, 80))
+        whole = model.decode_clips(batch, pyramid)
+        # rows x pixels per scale (4x5, 16x20, 32x40, 64x80): these budgets split at each of them
+        for chunk in (None, 400, 5000, 20000, 40000):
+            torch.testing.assert_close(model.decode_clips(batch, pyramid, None, chunk), whole, atol=1e-4, rtol=0)
+            for keep in (sparse, dense):
+                torch.testing.assert_close(model.decode_clips(batch, pyramid, keep, chunk), whole.flatten(0, 1)[keep],
+                                           atol=1e-4, rtol=0)
+
+
 def test_fuse_blends_by_temporal_distance():
     feats = torch.stack([torch.zeros(2, 3, 4), torch.ones(2, 3, 4)]).unsqueeze(0)   # [B=1 * 2, C, h, w]
     feats = feats.flatten(0, 1)

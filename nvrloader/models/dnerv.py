@@ -41,6 +41,9 @@ class _Rows(NamedTuple):
     owner: torch.Tensor
     coarse: torch.Tensor | None
 
+    def select(self, keep: torch.Tensor) -> "_Rows":
+        return _Rows(self.x[keep], self.weight[keep], self.owner[keep], None if self.coarse is None else self.coarse[keep])
+
     def of_clips(self, a: int, c: int) -> "_Rows":
         """The rows of clips a..c-1 (rows are ordered by clip), their clips renumbered from 0."""
         lo, hi = torch.searchsorted(self.owner, torch.tensor([a, c], device=self.owner.device)).tolist()
@@ -260,11 +263,9 @@ class DNeRV(nn.Module):
                                                [p[2 * a:2 * (a + per)] for p in pyramid],
                                                _keep_of_clips(keep, a, min(a + per, clips), n), n, None)
                                   for a in range(0, clips, per)])
+            if keep is not None and i == split == 0:
+                rows = rows.select(keep)
             x, weight, owner, coarse = rows
-            if keep is not None and i == split:   # with a GTMLP its last stage gave only the kept frames
-                x = x if i > 0 else x[keep]
-                weight, owner = weight[keep], owner[keep]
-                coarse = None if coarse is None else coarse[keep]
             if self.flow_heads and self.multiscale_flow:
                 flow = self.flow_heads[i](x)
             elif self.flow_heads:   # single scale: predicted once at the coarsest scale, resized per stage
@@ -274,7 +275,11 @@ class DNeRV(nn.Module):
                 flow = None
             fused = self._fuse(feats, flow, weight, clips, n, owner)
             if i < len(self.stages):
-                x = self.stages[i](x, fused, keep if i + 1 == split else None)
+                last_mix = keep is not None and i + 1 == split   # this stage's GTMLP gives only the kept rows
+                x = self.stages[i](x, fused, keep if last_mix else None)
+                if last_mix:
+                    weight, owner = weight[keep], owner[keep]
+                    coarse = None if coarse is None else coarse[keep]
             else:
                 x = self.rgb_head(torch.cat((x, fused), 1)) + (fused if self.rgb_residual else 0)
             rows = _Rows(x, weight, owner, coarse)
