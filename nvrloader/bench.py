@@ -83,8 +83,8 @@ class ArchiveTiming:
         n = len(self.runs)
         work = {k: v / n for k, v in self.ds.decoder.stats.snapshot().items()}
         clip_rates = [c / s for c, _, s in self.runs]
-        threads = (torch.get_num_threads() if self.num_workers == 0 or self.decode_in == "main"
-                   else self.ds.decoder.options.worker_threads)
+        # as measured in the processes that decoded (workers set theirs when they open the archive)
+        threads = max(self.ds.decoder.stats.threads(), default=0)
         return {"archive": str(self.path), "name": self.path.name, "codec": self.ds.codec,
                 "num_workers": self.num_workers, "decode_in": self.decode_in, "threads": threads,
                 "batch_size": self.batch_size, "device": str(self.ds.device), "clips_per_pass": self.runs[0][0],

@@ -39,6 +39,7 @@ def test_bench_reports_speed_ratios_and_work_for_each_worker_count(archives, tmp
                for c in ("raw", "h264")}
         for codec, other in ref.items():
             assert r[f"ratio_to_{codec}"] == pytest.approx(r["clips_per_s"] / other["clips_per_s"])
+    assert {r["threads"] for r in rows if r["num_workers"] == 1} == {1}   # measured inside the worker
     dnerv = rows[0]
     assert dnerv["frames_decoded_per_pass"] == 6 * 8 and dnerv["decoded_per_delivered"] == 2.0  # 6 clips decoded
     assert dnerv["keyframes_encoded_per_pass"] == 0                  # the warm-up filled the pyramid cache

@@ -158,7 +158,12 @@ def test_decoding_workers_run_the_threads_the_options_ask(archives, worker_threa
                     decode_options=DecodeOptions(worker_threads=worker_threads))
     loader = DataLoader(ds, batch_size=1, num_workers=2, worker_init_fn=three_threads)
     assert torch.cat([t for t, _ in loader]).tolist() == [worker_threads] * len(ds)
+    assert ds.decoder.stats.threads() == [worker_threads]            # as the decoding workers measured it
     assert torch.get_num_threads() == main_threads                 # the main process keeps its setting
+    ds.decoder.stats.reset()
+    for _ in DataLoader(ds, batch_size=1, num_workers=0):         # no workers: the main process's threads
+        pass
+    assert ds.decoder.stats.threads() == [main_threads]
 
 
 def test_counters_sum_over_worker_processes(archives):

@@ -124,6 +124,11 @@ class ArchiveDecoder:
                              f"({self.metadata.videos[int(video)].name}, {n} frames)")
         return int(video), idx
 
+    def _decode(self, requests: list[tuple[int, np.ndarray]]) -> list[torch.Tensor]:
+        decoder = self._codec_decoder()
+        self.stats.note_threads()
+        return decoder.decode(requests)
+
     def get_frames_batch(self, requests: Sequence[tuple[int, Sequence[int] | np.ndarray | None]]
                          ) -> list[torch.Tensor]:
         """uint8 [N_i, 3, H, W] for each (video, frame indices) request; indices None means every frame."""
@@ -131,7 +136,7 @@ class ArchiveDecoder:
         asked = [r for r in checked if len(r[1])]   # requests for no frame need no decoder
         names = ", ".join(self.metadata.videos[v].name for v, _ in checked[:4])
         with self.archive.decoding(f"of videos {names}"):   # whatever a damaged payload makes a library raise
-            decoded = iter(self._codec_decoder().decode(asked) if asked else [])
+            decoded = iter(self._decode(asked) if asked else [])
             self.stats.add(requests=len(checked), frames_delivered=sum(len(idx) for _, idx in checked))
             m = self.metadata
             return [next(decoded) if len(idx) else torch.empty((0, 3, m.height, m.width), dtype=torch.uint8,

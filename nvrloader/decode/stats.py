@@ -22,12 +22,25 @@ class DecodeStats:
 
     def __init__(self) -> None:
         self._counts = torch.zeros(MAX_WORKERS + 1, len(FIELDS), dtype=torch.int64).share_memory_()
+        self._threads = torch.zeros(MAX_WORKERS + 1, dtype=torch.int64).share_memory_()
+
+    @staticmethod
+    def _row() -> int:
+        info = get_worker_info()
+        return 0 if info is None else 1 + info.id % MAX_WORKERS
 
     def add(self, **counts: int) -> None:
-        info = get_worker_info()
-        row = self._counts[0 if info is None else 1 + info.id % MAX_WORKERS]
+        row = self._counts[self._row()]
         for name, value in counts.items():
             row[FIELDS.index(name)] += int(value)
+
+    def note_threads(self) -> None:
+        """Record the torch intra-op threads of the process that is decoding (as it decodes)."""
+        self._threads[self._row()] = torch.get_num_threads()
+
+    def threads(self) -> list[int]:
+        """The thread counts the decoding processes ran with, as measured in them (distinct, sorted)."""
+        return sorted({int(t) for t in self._threads if t > 0})
 
     def snapshot(self) -> dict[str, int]:
         total = self._counts.sum(0)
@@ -35,3 +48,4 @@ class DecodeStats:
 
     def reset(self) -> None:
         self._counts.zero_()
+        self._threads.zero_()
