@@ -134,6 +134,17 @@ def test_positional_encoding_keeps_fp32_frequencies_in_half_models():
         torch.testing.assert_close(PositionalEncoding(1.25, 80)(t), reference)
 
 
+def test_positional_encoding_of_a_half_model_takes_the_time_in_fp32():
+    """Decoders keep the time fp32 for fp16 models: only the encoding is rounded, not the time."""
+    t = torch.tensor([7 / 13, 11 / 12])                  # frames of 14- and 13-frame videos, not fp16 numbers
+    exact = PositionalEncoding(1.25, 27)(t)
+    half = PositionalEncoding(1.25, 27).half()
+    out = half(t)
+    assert out.dtype == torch.float16
+    torch.testing.assert_close(out.float(), exact, atol=1e-3, rtol=0)
+    assert (half(t.half()).float() - exact).abs().max() > 0.05   # an fp16 time is off at the high levels
+
+
 def test_instance_norm_statistics_are_fp32():
     """bf16 statistics of an offset input are off by ~0.1 std; fp32 statistics only round the output."""
     torch.manual_seed(0)

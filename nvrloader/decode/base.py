@@ -24,9 +24,10 @@ class DecodeOptions:
     ``half``: fp16 weights and activations (CUDA only). ``cache_mb``: per-process budget for decoded
     side information kept across requests (D-NeRV keyframe pyramids; 0 keeps nothing).
     ``channels_last``: NHWC convolutions; None picks them on CUDA only (on CPU D-NeRV decoded 0.86x
-    as fast with them). ``chunk_pixels``: output pixels per forward pass; None means the whole batch
-    at once on CUDA and ``CPU_CHUNK_PIXELS`` on CPU, where activations that stay in cache decoded
-    D-NeRV 1.06x faster than one pass. ``tune_malloc``: on CPU, have glibc keep freed memory for
+    as fast with them). ``chunk_pixels``: activation pixels per forward pass; None means the whole
+    batch at once on CUDA and ``CPU_CHUNK_PIXELS`` on CPU, where activations that stay in cache
+    decoded D-NeRV 1.06x faster than one pass (D-NeRV runs its coarse scales for the whole batch and
+    splits from the first scale past the budget). ``tune_malloc``: on CPU, have glibc keep freed memory for
     reuse in every decoding process (`runtime.tune_malloc`; D-NeRV 1.5x, no more system time).
     ``worker_threads``: torch intra-op threads in each DataLoader worker that decodes (the main
     process keeps its own setting); raise it when there are more cores than workers.

@@ -112,7 +112,7 @@ class TimeLayout:
                      dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """Model inputs of distinct (video, frame) pairs [U, 2]."""
         t = torch.cat([self.table.global_time(int(v), f) for v, f in _by_video(frames)])
-        return {"t": t.to(device, dtype)[:, None]}
+        return {"t": t.to(device)[:, None]}   # time stays fp32 in fp16 models (see PositionalEncoding)
 
     def decode(self, model: nn.Module, requests: Sequence[tuple[int, np.ndarray]], device: torch.device,
                side: SideInfo, count: Callable[..., None] = no_stats,
@@ -208,7 +208,7 @@ class ClipLayout(TimeLayout):
         clips = [(int(k >> 32), int(k & 0xFFFFFFFF)) for k in clip_keys]
         keep = clip_of.reshape(-1) * self.clip_len + frames[:, 1] % self.clip_len  # ascending
         timings = [self.clip_timing(v, k) for v, k in clips]
-        batch = {key: torch.stack([t[key] for t, _ in timings]).to(device, param_dtype(model)) for key in timings[0][0]}
+        batch = {key: torch.stack([t[key] for t, _ in timings]).to(device) for key in timings[0][0]}   # fp32 time
         levels = self.gather_pyramids(model, side, clips, [pick for _, pick in timings], device)
         whole = len(keep) == len(clips) * self.clip_len  # every frame of these clips: nothing to leave out
         h, w = model.resolution
