@@ -217,8 +217,8 @@ class NeuralCodec(Codec):
                            "stopped_early": any(r.stopped_early for r in fits), **quality, "fit_psnr": result.psnr,
                            "fit": jsonable({k: v for k, v in dataclasses.asdict(fit_cfg).items()
                                             if k not in ("checkpoint_dir", "resume", "progress")}),
-                           "qat": {"epochs": qat, "bits": fake.bits, "lr": fit_cfg.lr * QAT_LR_SCALE,
-                                   **qat_result.summary()} if qat_result is not None else None}}
+                           "qat": {"bits": fake.bits, "lr": fit_cfg.lr * QAT_LR_SCALE, **qat_result.summary()}
+                           if qat_result is not None else None}}
 
     def _weight_bits(self, job: EncodeJob, measure: Callable[[float], float]) -> float:
         """The option, or the default, or (at a target bpp) the bits whose archive meets it."""
