@@ -87,12 +87,30 @@ def test_resume_after_interrupted_fit(common, tmp_path):
     assert build.main([*args, "--time-budget", "0"]) == 0
     first = json.loads(out.with_suffix(".json").read_text())
     assert first["stopped_early"] and (tmp_path / "nerv.nvr.ckpt" / "fit.pt").exists()
+    assert first["qat"]["stopped_early"] and first["qat"]["steps"] == 1   # QAT's share of the budget, too
+    stale = list((tmp_path / "nerv.nvr.ckpt").glob("qat-*/fit.pt"))
+    assert len(stale) == 1
     assert build.main([*args, "--resume", "--keep-checkpoint"]) == 0
     resumed = json.loads(out.with_suffix(".json").read_text())
     assert resumed["epochs"] == 4 and not resumed["stopped_early"]
+    # the float fit went on, so its QAT started afresh (from other weights) and ran to the end
+    assert resumed["qat"]["steps"] == resumed["qat"]["planned_steps"] and not resumed["qat"]["stopped_early"]
+    fresh = list((tmp_path / "nerv.nvr.ckpt").glob("qat-*/fit.pt"))
+    assert len(fresh) == 1 and fresh != stale
     # the same build with other options is refused rather than mixed with the old checkpoint
     assert build.main([*common, "--codec", "nerv", "--size", "tiny", "--epochs", "5", "--no-eval", "-o", str(out),
                        "--resume"]) == 2
+
+
+def test_qat_lowers_the_quantisation_loss_and_can_be_turned_off(common, tmp_path):
+    args = [*common, "--codec", "nerv", "--size", "tiny", "--lr", "5e-3", "--weight-bits", "2", "--no-eval"]
+    assert build.main([*args, "--epochs", "3", "-o", str(tmp_path / "qat.nvr")]) == 0
+    qat = json.loads((tmp_path / "qat.json").read_text())
+    assert qat["psnr_qat"] > qat["psnr_rounded"] + 0.1, {k: qat[k] for k in ("psnr_float", "psnr_rounded", "psnr_qat")}
+    assert qat["qat"]["bits"] == qat["codec_config"]["weights"]["bits"] == 2
+    assert build.main([*args, "--epochs", "1", "--qat-epochs", "0", "-o", str(tmp_path / "plain.nvr")]) == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    assert plain["qat"] is None and "psnr_qat" not in plain and plain["options"]["qat_epochs"] == 0
 
 
 @pytest.mark.parametrize("codec", ["dnerv", "nerv"])

@@ -7,6 +7,7 @@ the codec config it will store.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -174,9 +175,11 @@ class NeuralCodec(Codec):
         model = training.fitted(result.model).eval()
         main = job.writer is not None  # DDP ranks other than 0 share the fits only
 
-        # 4. weights: bits chosen on the float model, fitted through their quantisation, stored as trained
+        # 4. weights: bits chosen on the float model, fitted through their quantisation, stored as trained.
+        # Before QAT rank 0 does only what every rank needs (the bits); the report's PSNRs come after.
+        float_state = copy.deepcopy(model.state_dict()) if main else None
         side, emb_payload = self._side(model, lossy, emb_bits, job) if main else (None, b"")
-        quality = {"psnr_float": self._psnr(model, training.layout, store, video_ids, side, job.device)} if main else {}
+        float_side = side
         masks = quant.prune_(model, opts.prune) if opts.prune else None
 
         def measure(b: float, modes: Any = "auto") -> float:
@@ -184,31 +187,35 @@ class NeuralCodec(Codec):
             return budget.bpp(len(payload) + side_bytes + len(emb_payload), config(cfg, b))
 
         bits = self._weight_bits(job, measure) if main else None
-        bits, modes = broadcast((bits, stored_modes(stored_state(model), bits)) if main else None)
-        fake = FakeQuant(model, bits, modes, masks)
-        if main:
-            with fake.applied():
-                quality["psnr_rounded"] = self._psnr(model, training.layout, store, video_ids, side, job.device)
-        qat_result = None
+        float_bits, modes = broadcast((bits, stored_modes(stored_state(model), bits)) if main else None)
+        bits, fake, qat_result = float_bits, FakeQuant(model, float_bits, modes, masks), None
         if qat:
             qat_result = quantisation_aware_fit(training.trainable(model), items, training.forward, fit_cfg, qat,
                                                 qat_budget, fake, stored_state(model), job.device, fingerprint, main)
             model.eval()
-            if main:
-                side, emb_payload = self._side(model, lossy, emb_bits, job)  # embeddings of the QAT'd encoder
-                if target_bytes is not None and opts.weight_bits is None \
-                        and measure(bits, modes) > budget.target_bpp * (1 + BITS_TOLERANCE):
-                    bits = self._search_bits(job, lambda b: measure(b, modes), hi=bits)  # QAT grew the weights
-                    fake = FakeQuant(model, bits, modes, masks)
-                with fake.applied():
-                    quality["psnr_qat"] = self._psnr(model, training.layout, store, video_ids, side, job.device)
         if not main:
             return {}
+        quality = {}
+        if qat_result is not None:
+            side, emb_payload = self._side(model, lossy, emb_bits, job)  # embeddings of the QAT'd encoder
+            if target_bytes is not None and opts.weight_bits is None \
+                    and measure(bits, modes) > budget.target_bpp * (1 + BITS_TOLERANCE):
+                bits = self._search_bits(job, lambda b: measure(b, modes), hi=bits)  # QAT grew the weights
+                fake = FakeQuant(model, bits, modes, masks)
+            with fake.applied():
+                quality["psnr_qat"] = self._psnr(model, training.layout, store, video_ids, side, job.device)
         if emb_payload:
             job.writer.put("embeddings", "all", emb_payload)
         for i, payload in enumerate(keyframe_payloads):
             job.writer.put("keyframes", video_key(i), payload)
         job.writer.put("model", "weights", pack_weights(stored_state(model), bits, modes))
+        # the float fit's model, for the report: as fitted, and rounded as a build without QAT stores it
+        trained = copy.deepcopy(model.state_dict())
+        model.load_state_dict(float_state)
+        quality["psnr_float"] = self._psnr(model, training.layout, store, video_ids, float_side, job.device)
+        with FakeQuant(model, float_bits, modes, masks).applied():
+            quality["psnr_rounded"] = self._psnr(model, training.layout, store, video_ids, float_side, job.device)
+        model.load_state_dict(trained)
         fits = [r for r in (result, qat_result) if r is not None]
         return {**config(cfg, bits),
                 "report": {"params": count_model_params(model), "weights_per_part": weights_per_part(model),

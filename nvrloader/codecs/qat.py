@@ -9,8 +9,9 @@ QAT moves the weights a little, so at a target the size is checked again afterwa
 `NeuralCodec.encode`).
 
 QAT resumes like the float fit: its checkpoint sits in ``<checkpoint dir>/qat-<digest>/``, named
-after the float weights it starts from, so a float fit that was itself resumed and continued starts
-a fresh QAT instead of mixing with a stale one.
+after where it starts from (the float weights and the bits), so a float fit that was itself resumed
+and continued, or a resumed build at other bits, starts a fresh QAT instead of mixing with a stale
+one; other QAT settings changed on resume are refused, as for the float fit.
 """
 from __future__ import annotations
 
@@ -51,9 +52,9 @@ def stored_modes(state: Mapping[str, torch.Tensor], bits: float) -> dict[str, st
     return {name: entry.mode for name, entry in quant.quantize_state_dict(state, bits).tensors.items()}
 
 
-def weights_digest(state: Mapping[str, torch.Tensor]) -> str:
-    """A short hash of a state dict's names and values (identifies the float weights a QAT starts from)."""
-    digest = hashlib.sha256()
+def start_digest(state: Mapping[str, torch.Tensor], bits: float) -> str:
+    """A short hash of a state dict's names and values and the bits: where a QAT starts from."""
+    digest = hashlib.sha256(repr(float(bits)).encode())
     for name, tensor in state.items():
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().double().numpy().tobytes())
@@ -66,13 +67,13 @@ def quantisation_aware_fit(trainable: nn.Module, items: Dataset, forward: Callab
     """Fit ``trainable`` for ``epochs`` (or ``time_budget`` seconds) through ``fake_quant``, at
     QAT_LR_SCALE of the float fit's lr.
 
-    ``state`` (the float stored weights QAT starts from) names the checkpoint folder; ``fingerprint``
+    ``state`` (the float stored weights QAT starts from) and the bits name the checkpoint folder; ``fingerprint``
     is the float fit's. On return the pruned weights are zero again (`FakeQuant.finish`)."""
-    digest = weights_digest(state)
+    digest = start_digest(state, fake_quant.bits)
     folder = None
     if float_config.checkpoint_dir is not None:
         folder = float_config.checkpoint_dir / f"qat-{digest}"
-        if main:  # QATs of earlier float weights can never be resumed
+        if main:  # QATs from other weights or bits can never be resumed
             for stale in float_config.checkpoint_dir.glob("qat-*"):
                 if stale != folder:
                     shutil.rmtree(stale, ignore_errors=True)
@@ -80,7 +81,7 @@ def quantisation_aware_fit(trainable: nn.Module, items: Dataset, forward: Callab
         float_config, epochs=epochs, lr=float_config.lr * QAT_LR_SCALE, warmup=0.0, time_budget=time_budget,
         checkpoint_dir=folder,
         resume=float_config.resume and folder is not None and (folder / CHECKPOINT_NAME).exists())
-    identity = {"float_fit": fingerprint, "float_weights": digest, "bits": fake_quant.bits, "modes": fake_quant.modes}
+    identity = {"float_fit": fingerprint, "start": digest, "bits": fake_quant.bits, "modes": fake_quant.modes}
     result = fit(trainable, items, forward, config, device, identity, fake_quant=fake_quant)
     fake_quant.finish()
     return result
