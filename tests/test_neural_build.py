@@ -10,6 +10,7 @@ import torch
 from nvrloader import build
 from nvrloader import eval as nvr_eval
 from nvrloader.archive import open_archive
+from nvrloader.compress import quant
 from nvrloader.decode import open_decoder
 from nvrloader.dataset import NVRDataset
 from nvrloader.framestore import FrameStore
@@ -124,6 +125,19 @@ def test_target_bpp_within_five_percent(codec, common, tmp_path):
     assert abs(report["bpp"] / target - 1) <= 0.05
 
 
+def test_a_target_sizes_a_larger_model_for_the_fewer_bits_qat_makes_safe(common, tmp_path):
+    reports = {}
+    for qat in ("0", "1"):
+        out = tmp_path / f"nerv-qat{qat}.nvr"
+        assert build.main([*common, "--codec", "nerv", "--target-bpp", "4.0", "--epochs", "1", "--qat-epochs", qat,
+                           "--no-eval", "-o", str(out)]) == 0
+        reports[qat] = json.loads(out.with_suffix(".json").read_text())
+        assert abs(reports[qat]["bpp"] / 4.0 - 1) <= 0.05
+    without, with_qat = reports["0"], reports["1"]
+    assert with_qat["params"] > 1.2 * without["params"]   # sized for 6-bit weights instead of 8
+    assert with_qat["codec_config"]["weights"]["bits"] < without["codec_config"]["weights"]["bits"]
+
+
 def test_ddp_build_with_two_gloo_processes(common, tmp_path):
     """torchrun with 2 CPU processes: rank 0 writes one archive, both ranks shared the fit."""
     import os
@@ -141,5 +155,14 @@ def test_ddp_build_with_two_gloo_processes(common, tmp_path):
     assert report["codec"] == "nerv" and report["bytes_model"] > 0
     checkpoint = torch.load(tmp_path / "ddp.nvr.ckpt" / "fit.pt", weights_only=True)
     assert checkpoint["world_size"] == 2
+    # both ranks ran QAT at the bits rank 0 chose; its checkpoint holds the weights the archive quantised
+    assert report["qat"]["steps"] > 0
+    qat = torch.load(next((tmp_path / "ddp.nvr.ckpt").glob("qat-*/fit.pt")), weights_only=True)
+    assert qat["world_size"] == 2 and qat["fingerprint"]["bits"] == report["codec_config"]["weights"]["bits"]
+    with open_archive(out) as archive:
+        stored = quant.unpack(archive.get("model", "weights"))
+    for name, value in stored.items():
+        expected = quant.quantised_values(qat["model"][name], qat["fingerprint"]["bits"], qat["fingerprint"]["modes"][name])
+        assert torch.equal(value, expected), name
     ds = NVRDataset(out, split="all", device="cpu")
     assert ds[0][0].shape[1:] == (3, 64, 80)

@@ -16,18 +16,10 @@ from nvrloader.codecs.options import NeuralOptions
 from nvrloader.codecs.qat import qat_epochs, stored_modes, time_shares
 from nvrloader.compress import quant
 from nvrloader.fit import CHECKPOINT_NAME, FakeQuant, fit, fit_loss
-from test_fit import Interrupting, TinyClips, config, forward_fn, make_model, psnr_of
+from test_fit import Interrupting, TinyClips, config, forward_fn, make_model, one_thread, psnr_of  # noqa: F401
 
 CPU = torch.device("cpu")
 FINGERPRINT = {"dataset": "tiny", "qat": True}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("bits", [3, 4.5, 6, 8])

@@ -3,7 +3,8 @@ plus the side information its decoder needs (D-NeRV keyframes, HNeRV/SNeRV embed
 
 At a target bpp the keyframe quality (D-NeRV) and the model width are chosen before fitting, and
 the weight quantisation step is tuned after fitting so the archive lands on the target, counting
-the codec config it will store.
+the codec config it will store. A few epochs of quantisation-aware fitting at those bits follow
+(`nvrloader.codecs.qat`), so the stored weights are the ones trained.
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from tqdm import tqdm
 
 from nvrloader.codecs.base import Codec, CodecError, EncodeJob, register_codec
 from nvrloader.codecs.options import CodecOptions, EmbeddingOptions, KeyframeOptions, NeuralOptions
-from nvrloader.codecs.qat import QAT_LR_SCALE, qat_epochs, quantisation_aware_fit, stored_modes, time_shares
+from nvrloader.codecs.qat import (QAT_LR_SCALE, QAT_PLANNED_BITS, qat_epochs, quantisation_aware_fit, stored_modes,
+                                  time_shares)
 from nvrloader.codecs.training import training_for
 from nvrloader.compress import images, quant
 from nvrloader.decode.base import video_key
@@ -35,8 +37,8 @@ from nvrloader.models import create_model, list_models, model_family, weights_pe
 from nvrloader.models.registry import count_model_params
 from nvrloader.rate import RateError, largest_within, search_rate
 
-# Coded bits per weight after 8-bit quantisation and entropy coding, used only to pick a width before
-# fitting; the quantisation step is tuned afterwards on the real bytes.
+# Coded bits per weight after 8-bit quantisation and entropy coding (b - 1.5 at b bits), used only to pick
+# a width before fitting; the quantisation step is tuned afterwards on the real bytes.
 BITS_PER_WEIGHT_GUESS = 6.5
 # Coded embedding bits per value relative to the quantisation bits (entropy coding saves ~10%),
 # used only to size the model before the embeddings exist.
@@ -145,12 +147,13 @@ class NeuralCodec(Codec):
                     "embeddings": {"bits": emb_bits} if emb_bits is not None else None,
                     "keyframes": kf_cfg or None}
 
-        params = opts.params
+        params, qat = opts.params, qat_epochs(opts)
         if target_bytes is not None and params is None:
             with torch.device("meta"):
                 probe = create_model(self.name, opts.size, resolution, **extra)
-            params = self._params_for(job, side_bytes, config(jsonable(probe.config), DEFAULT_WEIGHT_BITS), probe,
-                                      emb_bits, table.total)
+            planned = QAT_PLANNED_BITS if qat and opts.weight_bits is None else DEFAULT_WEIGHT_BITS
+            params = self._params_for(job, side_bytes, config(jsonable(probe.config), planned), probe,
+                                      emb_bits, table.total, planned)
         torch.manual_seed(opts.seed)
         try:
             model = create_model(self.name, opts.size, resolution, params=params, **extra)
@@ -163,7 +166,6 @@ class NeuralCodec(Codec):
         cfg = jsonable(model.config)
 
         # 3. fit, with the float fit's share of a time budget
-        qat = qat_epochs(opts)
         float_budget, qat_budget = time_shares(opts.time_budget, opts.epochs, qat)
         fit_cfg = dataclasses.replace(self._fit_config(job), time_budget=float_budget)
         fingerprint = {"codec": self.name, "videos": self._dataset_id(store, video_ids), "model": cfg,
@@ -224,7 +226,7 @@ class NeuralCodec(Codec):
                            "stopped_early": any(r.stopped_early for r in fits), **quality, "fit_psnr": result.psnr,
                            "fit": jsonable({k: v for k, v in dataclasses.asdict(fit_cfg).items()
                                             if k not in ("checkpoint_dir", "resume", "progress")}),
-                           "qat": {"bits": fake.bits, "lr": fit_cfg.lr * QAT_LR_SCALE, **qat_result.summary()}
+                           "qat": {"bits": float_bits, "lr": fit_cfg.lr * QAT_LR_SCALE, **qat_result.summary()}
                            if qat_result is not None else None}}
 
     def _weight_bits(self, job: EncodeJob, measure: Callable[[float], float]) -> float:
@@ -251,8 +253,9 @@ class NeuralCodec(Codec):
         return _FloatSide(lossy, embeddings, job.device), payload
 
     def _params_for(self, job: EncodeJob, side_bytes: int, stored_config: dict[str, Any],
-                    probe: nn.Module, emb_bits: int | None, num_frames: int) -> int:
-        """Weights the budget leaves once side information and the stored meta are counted.
+                    probe: nn.Module, emb_bits: int | None, num_frames: int, weight_bits: float) -> int:
+        """Weights the budget leaves once side information and the stored meta are counted, at about
+        ``weight_bits`` quantisation bits each.
 
         ``stored_config`` is the config the archive will hold, with the preset's model config in
         place of the final one (the same keys; only width values change)."""
@@ -264,7 +267,7 @@ class NeuralCodec(Codec):
         if room <= 0:
             raise CodecError(f"target {budget.target_bpp:.4g} bpp leaves no room for a model: side information "
                              f"and meta alone take {8 * (side_bytes + meta_bytes) / budget.pixels:.4g} bpp")
-        return int(room * 8 / BITS_PER_WEIGHT_GUESS)
+        return int(room * 8 / (BITS_PER_WEIGHT_GUESS - DEFAULT_WEIGHT_BITS + weight_bits))
 
     @staticmethod
     def _dataset_id(store: FrameStore, video_ids: Sequence[int]) -> str:
