@@ -9,6 +9,7 @@ the archive's, evaluated. Writes SUMMARY.json and qat.png under --out.
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 from nvrloader.build import FrameSpec, build_archive
@@ -54,25 +55,28 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     targeted = [r for r in rows if r["target_bpp"] is not None]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ax = axes[0]
-    width = 0.27
-    for j, (key, label) in enumerate((("psnr_float", "float"), ("psnr_rounded", "rounded"), ("psnr_qat", "QAT"))):
-        ax.bar([i + (j - 1) * width for i in range(len(fixed))], [r[key] for r in fixed], width, label=label)
+    for j, (key, label) in enumerate((("psnr_rounded", "plain rounding"), ("psnr_qat", "after QAT"))):
+        ax.bar([i + (j - 0.5) * 0.35 for i in range(len(fixed))], [r[key] - r["psnr_float"] for r in fixed], 0.35,
+               label=label)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axhline(-0.2, color="red", linestyle="--", linewidth=0.8, label="-0.2 dB (target at 6 bits)")
     ax.set_xticks(range(len(fixed)), [r["name"] for r in fixed], fontsize=8)
-    low = min(min(r["psnr_rounded"], r["psnr_qat"]) for r in fixed)
-    high = max(max(r["psnr_float"], r["psnr_qat"]) for r in fixed)
-    ax.set_ylim(low - 0.5, high + 0.3)
-    ax.set_ylabel("PSNR (dB, training frames as decoded)")
+    ax.set_ylabel("PSNR change vs the float model (dB)")
     ax.set_title("fixed weight bits, no target", fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     ax = axes[1]
+    colours = {}
     for r in targeted:
-        ax.scatter(r["bpp"], r["psnr"], s=40, marker="o" if r["qat_epochs"] else "x")
-        ax.annotate(f"{r['name']} ({r['weight_bits']:g} bits, {r['params'] // 1000}k)", (r["bpp"], r["psnr"]),
-                    textcoords="offset points", xytext=(5, 3), fontsize=7)
+        colour = colours.setdefault(r["codec"], f"C{len(colours)}")
+        qat = bool(r["qat_epochs"])
+        ax.scatter(r["bpp"], r["psnr"], s=40, color=colour, marker="o" if qat else "x",
+                   label=f"{r['codec']} {'QAT' if qat else 'no QAT'}: {r['weight_bits']:g} bits, {r['params'] // 1000}k weights")
     ax.set_xlabel("bits per pixel (from archive bytes)")
     ax.set_ylabel("PSNR (dB, archive evaluated)")
-    ax.set_title("one target bpp: QAT (o) vs none (x)", fontsize=9)
+    ax.set_title(f"target {targeted[0]['target_bpp']:g} bpp: QAT (o) vs none (x)" if targeted else "no target builds",
+                 fontsize=9)
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -89,10 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=float, default=2.0)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--replot", action="store_true", help="redraw qat.png from --out/SUMMARY.json, build nothing")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = run(args)
-    write_json(args.out / "SUMMARY.json", {"args": {k: str(v) for k, v in vars(args).items()}, "builds": rows})
+    if args.replot:
+        rows = json.loads((args.out / "SUMMARY.json").read_text())["builds"]
+    else:
+        rows = run(args)
+        write_json(args.out / "SUMMARY.json", {"args": {k: str(v) for k, v in vars(args).items()}, "builds": rows})
     plot(rows, args.out / "qat.png", f"Quantisation-aware fitting, demo frames 64x80 {args.fps:g} fps, "
                                       f"--size tiny --epochs {args.epochs} --lr {args.lr:g}")
     return 0

@@ -5,8 +5,9 @@ Order: the weight bits are chosen on the float model first (fixed, or searched f
 then QAT runs at those bits with the per-tensor modes the archive picks there, and the archive
 stores the result at the same bits and modes. Searching first keeps the QAT at the bits it is
 stored with; the reverse (QAT at a guess, then search) would store at bits it was not trained for.
-QAT moves the weights a little, so at a target the size is checked again afterwards (see
-`NeuralCodec.encode`).
+QAT moves the weights a little, so at a target the size is checked again afterwards: if it grew
+past the search's tolerance, the bits are searched again below the trained ones (the report then
+shows ``qat.bits`` above ``weights.bits``; it did not happen in the measured builds).
 
 QAT resumes like the float fit: its checkpoint sits in ``<checkpoint dir>/qat-<digest>/``, named
 after where it starts from (the float weights and the bits), so a float fit that was itself resumed
