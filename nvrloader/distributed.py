@@ -7,6 +7,7 @@ no-op, so single-process code needs no special case.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -51,6 +52,15 @@ def barrier() -> None:
     """Wait for every process; a no-op when running alone."""
     if is_distributed():
         dist.barrier()
+
+
+def broadcast(value: Any) -> Any:
+    """Rank 0's ``value`` on every process (any picklable object); itself when running alone."""
+    if not is_distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def shutdown_distributed() -> None:

@@ -10,6 +10,7 @@ import torch
 from nvrloader import build
 from nvrloader import eval as nvr_eval
 from nvrloader.archive import open_archive
+from nvrloader.compress import quant
 from nvrloader.decode import open_decoder
 from nvrloader.dataset import NVRDataset
 from nvrloader.framestore import FrameStore
@@ -45,7 +46,10 @@ def test_codec_builds_and_decodes_what_eval_scores(codec, common, tmp_path):
         assert report["bpp"] == pytest.approx(8 * sum(sizes.values()) / (64 * 80 * report["num_frames"]))
         assert 0 < report["params"] < 1_000_000 and report["train_seconds"] > 0
         assert sum(report["weights_per_part"].values()) == report["params"]
-        assert np.isfinite(report["psnr"]) and np.isfinite(report["psnr_before_quantisation"])
+        assert all(np.isfinite(report[k]) for k in ("psnr", "psnr_float", "psnr_rounded", "psnr_qat"))
+        # the report's QAT number is the PSNR of the stored weights, as the decoder produces it
+        assert report["psnr_qat"] == pytest.approx(report["psnr"], abs=0.01)
+        assert report["qat"]["epochs"] == 1 and report["qat"]["steps"] > 0
     # NVRDataset's clips are exactly the decoder's frames that eval scored
     store = store_of(common)
     ds = NVRDataset(out, split="all", sampling="all", device="cpu")
@@ -84,12 +88,30 @@ def test_resume_after_interrupted_fit(common, tmp_path):
     assert build.main([*args, "--time-budget", "0"]) == 0
     first = json.loads(out.with_suffix(".json").read_text())
     assert first["stopped_early"] and (tmp_path / "nerv.nvr.ckpt" / "fit.pt").exists()
+    assert first["qat"]["stopped_early"] and first["qat"]["steps"] == 1   # QAT's share of the budget, too
+    stale = list((tmp_path / "nerv.nvr.ckpt").glob("qat-*/fit.pt"))
+    assert len(stale) == 1
     assert build.main([*args, "--resume", "--keep-checkpoint"]) == 0
     resumed = json.loads(out.with_suffix(".json").read_text())
     assert resumed["epochs"] == 4 and not resumed["stopped_early"]
+    # the float fit went on, so its QAT started afresh (from other weights) and ran to the end
+    assert resumed["qat"]["steps"] == resumed["qat"]["planned_steps"] and not resumed["qat"]["stopped_early"]
+    fresh = list((tmp_path / "nerv.nvr.ckpt").glob("qat-*/fit.pt"))
+    assert len(fresh) == 1 and fresh != stale
     # the same build with other options is refused rather than mixed with the old checkpoint
     assert build.main([*common, "--codec", "nerv", "--size", "tiny", "--epochs", "5", "--no-eval", "-o", str(out),
                        "--resume"]) == 2
+
+
+def test_qat_lowers_the_quantisation_loss_and_can_be_turned_off(common, tmp_path):
+    args = [*common, "--codec", "nerv", "--size", "tiny", "--lr", "5e-3", "--weight-bits", "2", "--no-eval"]
+    assert build.main([*args, "--epochs", "3", "-o", str(tmp_path / "qat.nvr")]) == 0
+    qat = json.loads((tmp_path / "qat.json").read_text())
+    assert qat["psnr_qat"] > qat["psnr_rounded"] + 0.1, {k: qat[k] for k in ("psnr_float", "psnr_rounded", "psnr_qat")}
+    assert qat["qat"]["bits"] == qat["codec_config"]["weights"]["bits"] == 2
+    assert build.main([*args, "--epochs", "1", "--qat-epochs", "0", "-o", str(tmp_path / "plain.nvr")]) == 0
+    plain = json.loads((tmp_path / "plain.json").read_text())
+    assert plain["qat"] is None and "psnr_qat" not in plain and plain["options"]["qat_epochs"] == 0
 
 
 @pytest.mark.parametrize("codec", ["dnerv", "nerv"])
@@ -101,6 +123,19 @@ def test_target_bpp_within_five_percent(codec, common, tmp_path):
                        "-o", str(out), *share]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert abs(report["bpp"] / target - 1) <= 0.05
+
+
+def test_a_target_sizes_a_larger_model_for_the_fewer_bits_qat_makes_safe(common, tmp_path):
+    reports = {}
+    for qat in ("0", "1"):
+        out = tmp_path / f"nerv-qat{qat}.nvr"
+        assert build.main([*common, "--codec", "nerv", "--target-bpp", "4.0", "--epochs", "1", "--qat-epochs", qat,
+                           "--no-eval", "-o", str(out)]) == 0
+        reports[qat] = json.loads(out.with_suffix(".json").read_text())
+        assert abs(reports[qat]["bpp"] / 4.0 - 1) <= 0.05
+    without, with_qat = reports["0"], reports["1"]
+    assert with_qat["params"] > 1.2 * without["params"]   # sized for 6-bit weights instead of 8
+    assert with_qat["codec_config"]["weights"]["bits"] < without["codec_config"]["weights"]["bits"]
 
 
 def test_ddp_build_with_two_gloo_processes(common, tmp_path):
@@ -120,5 +155,14 @@ def test_ddp_build_with_two_gloo_processes(common, tmp_path):
     assert report["codec"] == "nerv" and report["bytes_model"] > 0
     checkpoint = torch.load(tmp_path / "ddp.nvr.ckpt" / "fit.pt", weights_only=True)
     assert checkpoint["world_size"] == 2
+    # both ranks ran QAT at the bits rank 0 chose; its checkpoint holds the weights the archive quantised
+    assert report["qat"]["steps"] > 0
+    qat = torch.load(next((tmp_path / "ddp.nvr.ckpt").glob("qat-*/fit.pt")), weights_only=True)
+    assert qat["world_size"] == 2 and qat["fingerprint"]["bits"] == report["codec_config"]["weights"]["bits"]
+    with open_archive(out) as archive:
+        stored = quant.unpack(archive.get("model", "weights"))
+    for name, value in stored.items():
+        expected = quant.quantised_values(qat["model"][name], qat["fingerprint"]["bits"], qat["fingerprint"]["modes"][name])
+        assert torch.equal(value, expected), name
     ds = NVRDataset(out, split="all", device="cpu")
     assert ds[0][0].shape[1:] == (3, 64, 80)

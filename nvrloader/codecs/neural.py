@@ -3,15 +3,17 @@ plus the side information its decoder needs (D-NeRV keyframes, HNeRV/SNeRV embed
 
 At a target bpp the keyframe quality (D-NeRV) and the model width are chosen before fitting, and
 the weight quantisation step is tuned after fitting so the archive lands on the target, counting
-the codec config it will store.
+the codec config it will store. A few epochs of quantisation-aware fitting at those bits follow
+(`nvrloader.codecs.qat`), so the stored weights are the ones trained.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -20,25 +22,29 @@ from tqdm import tqdm
 
 from nvrloader.codecs.base import Codec, CodecError, EncodeJob, register_codec
 from nvrloader.codecs.options import CodecOptions, EmbeddingOptions, KeyframeOptions, NeuralOptions
+from nvrloader.codecs.qat import (QAT_LR_SCALE, QAT_PLANNED_BITS, qat_epochs, quantisation_aware_fit, stored_modes,
+                                  time_shares)
 from nvrloader.codecs.training import training_for
 from nvrloader.compress import images, quant
 from nvrloader.decode.base import video_key
 from nvrloader.decode.layouts import FrameTable, TimeLayout, keyframe_indices, to_float
 from nvrloader.decode.neural import stored_state
-from nvrloader.fit import FitConfig, fit
+from nvrloader.distributed import broadcast
+from nvrloader.fit import FakeQuant, FitConfig, fit
 from nvrloader.framestore import FrameStore
 from nvrloader.metrics import psnr
 from nvrloader.models import create_model, list_models, model_family, weights_per_part
 from nvrloader.models.registry import count_model_params
 from nvrloader.rate import RateError, largest_within, search_rate
 
-# Coded bits per weight after 8-bit quantisation and entropy coding, used only to pick a width before
-# fitting; the quantisation step is tuned afterwards on the real bytes.
+# Coded bits per weight after 8-bit quantisation and entropy coding (b - 1.5 at b bits), used only to pick
+# a width before fitting; the quantisation step is tuned afterwards on the real bytes.
 BITS_PER_WEIGHT_GUESS = 6.5
 # Coded embedding bits per value relative to the quantisation bits (entropy coding saves ~10%),
 # used only to size the model before the embeddings exist.
 EMBEDDING_CODING_GAIN = 0.9
 WEIGHT_BITS_RANGE = (4.0, 12.0)
+BITS_TOLERANCE = 0.02  # relative bpp error the weight-bits search accepts
 DEFAULT_WEIGHT_BITS = 8.0
 DEFAULT_KEYFRAME_QUALITY = 50
 
@@ -47,8 +53,8 @@ def jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(cfg, default=list))
 
 
-def pack_weights(state: dict[str, torch.Tensor], bits: float) -> bytes:
-    return quant.pack(quant.quantize_state_dict(state, bits=bits))
+def pack_weights(state: dict[str, torch.Tensor], bits: float, modes: Any = "auto") -> bytes:
+    return quant.pack(quant.quantize_state_dict(state, bits=bits, granularity=modes))
 
 
 class Keyframes:
@@ -141,12 +147,13 @@ class NeuralCodec(Codec):
                     "embeddings": {"bits": emb_bits} if emb_bits is not None else None,
                     "keyframes": kf_cfg or None}
 
-        params = opts.params
+        params, qat = opts.params, qat_epochs(opts)
         if target_bytes is not None and params is None:
             with torch.device("meta"):
                 probe = create_model(self.name, opts.size, resolution, **extra)
-            params = self._params_for(job, side_bytes, config(jsonable(probe.config), DEFAULT_WEIGHT_BITS), probe,
-                                      emb_bits, table.total)
+            planned = QAT_PLANNED_BITS if qat and opts.weight_bits is None else DEFAULT_WEIGHT_BITS
+            params = self._params_for(job, side_bytes, config(jsonable(probe.config), planned), probe,
+                                      emb_bits, table.total, planned)
         torch.manual_seed(opts.seed)
         try:
             model = create_model(self.name, opts.size, resolution, params=params, **extra)
@@ -158,52 +165,97 @@ class NeuralCodec(Codec):
                              + (" or lower keyframe_share" if isinstance(opts, KeyframeOptions) else "")) from None
         cfg = jsonable(model.config)
 
-        # 3. fit
-        fit_cfg = self._fit_config(job)
+        # 3. fit, with the float fit's share of a time budget
+        float_budget, qat_budget = time_shares(opts.time_budget, opts.epochs, qat)
+        fit_cfg = dataclasses.replace(self._fit_config(job), time_budget=float_budget)
         fingerprint = {"codec": self.name, "videos": self._dataset_id(store, video_ids), "model": cfg,
                        "keyframes": kf_cfg, "fit": {k: str(v) for k, v in vars(fit_cfg).items()
                                                     if k not in ("resume", "progress", "time_budget",
                                                                  "checkpoint_dir", "num_workers")}}
-        result = fit(training.trainable(model), training.items(store, video_ids, lossy), training.forward,
-                     fit_cfg, job.device, fingerprint)
+        items = training.items(store, video_ids, lossy)
+        result = fit(training.trainable(model), items, training.forward, fit_cfg, job.device, fingerprint)
         model = training.fitted(result.model).eval()
-        if job.writer is None:  # a DDP rank other than 0: the fit was the shared work
-            return {}
+        main = job.writer is not None  # DDP ranks other than 0 share the fits only
 
-        # 4. side information and weights, as the decoder will read them
-        embeddings = None
-        if emb_bits is not None:
-            embeddings, emb_payload = self._embeddings(model, store, video_ids, emb_bits, job.device)
+        # 4. weights: bits chosen on the float model, fitted through their quantisation, stored as trained.
+        # Before QAT rank 0 does only what every rank needs (the bits); the report's PSNRs come after.
+        float_state = copy.deepcopy(model.state_dict()) if main else None
+        side, emb_payload = self._side(model, lossy, emb_bits, job) if main else (None, b"")
+        float_side = side
+        masks = quant.prune_(model, opts.prune) if opts.prune else None
+
+        def measure(b: float, modes: Any = "auto") -> float:
+            payload = pack_weights(stored_state(model), round(b, 3), modes)
+            return budget.bpp(len(payload) + side_bytes + len(emb_payload), config(cfg, b))
+
+        bits = self._weight_bits(job, measure) if main else None
+        float_bits, modes = broadcast((bits, stored_modes(stored_state(model), bits)) if main else None)
+        bits, fake, qat_result = float_bits, FakeQuant(model, float_bits, modes, masks), None
+        if qat:
+            qat_result = quantisation_aware_fit(training.trainable(model), items, training.forward, fit_cfg, qat,
+                                                qat_budget, fake, stored_state(model), job.device, fingerprint, main)
+            model.eval()
+        if not main:
+            return {}
+        quality = {}
+        if qat_result is not None:
+            side, emb_payload = self._side(model, lossy, emb_bits, job)  # embeddings of the QAT'd encoder
+            if target_bytes is not None and opts.weight_bits is None \
+                    and measure(bits, modes) > budget.target_bpp * (1 + BITS_TOLERANCE):
+                bits = self._search_bits(job, lambda b: measure(b, modes), hi=bits)  # QAT grew the weights
+                fake = FakeQuant(model, bits, modes, masks)
+            with fake.applied():
+                quality["psnr_qat"] = self._psnr(model, training.layout, store, video_ids, side, job.device)
+        if emb_payload:
             job.writer.put("embeddings", "all", emb_payload)
-            side_bytes += len(emb_payload)
         for i, payload in enumerate(keyframe_payloads):
             job.writer.put("keyframes", video_key(i), payload)
-        float_psnr = self._psnr(model, training.layout, store, video_ids, _FloatSide(lossy, embeddings, job.device),
-                                job.device)
-        if opts.prune:
-            quant.prune_(model, opts.prune)
-        state = stored_state(model)
-
-        bits = DEFAULT_WEIGHT_BITS if opts.weight_bits is None else opts.weight_bits
-        if target_bytes is not None and opts.weight_bits is None:
-            def measure(b: float) -> float:
-                return budget.bpp(len(pack_weights(state, round(b, 3))) + side_bytes, config(cfg, b))
-            try:
-                bits, _ = search_rate(measure, budget.target_bpp, *WEIGHT_BITS_RANGE, tolerance=0.02)
-            except RateError as err:
-                raise CodecError(f"{self.name}: after fitting, {err}; adjust keyframe_share or params") from None
-            bits = round(bits, 3)
-        job.writer.put("model", "weights", pack_weights(state, bits))
+        job.writer.put("model", "weights", pack_weights(stored_state(model), bits, modes))
+        # the float fit's model, for the report: as fitted, and rounded as a build without QAT stores it
+        trained = copy.deepcopy(model.state_dict())
+        model.load_state_dict(float_state)
+        quality["psnr_float"] = self._psnr(model, training.layout, store, video_ids, float_side, job.device)
+        with FakeQuant(model, float_bits, modes, masks).applied():
+            quality["psnr_rounded"] = self._psnr(model, training.layout, store, video_ids, float_side, job.device)
+        model.load_state_dict(trained)
+        fits = [r for r in (result, qat_result) if r is not None]
         return {**config(cfg, bits),
-                "report": {"params": count_model_params(model), "weights_per_part": weights_per_part(model), "train_seconds": round(result.seconds, 1),
-                           "epochs": result.epochs_done, "steps": result.steps, "stopped_early": result.stopped_early,
-                           "psnr_before_quantisation": float_psnr, "fit_psnr": result.psnr,
+                "report": {"params": count_model_params(model), "weights_per_part": weights_per_part(model),
+                           "train_seconds": round(sum(r.seconds for r in fits), 1),
+                           "epochs": result.epochs_done, "steps": result.steps,
+                           "stopped_early": any(r.stopped_early for r in fits), **quality, "fit_psnr": result.psnr,
                            "fit": jsonable({k: v for k, v in dataclasses.asdict(fit_cfg).items()
-                                            if k not in ("checkpoint_dir", "resume", "progress")})}}
+                                            if k not in ("checkpoint_dir", "resume", "progress")}),
+                           "qat": {"bits": float_bits, "lr": fit_cfg.lr * QAT_LR_SCALE, **qat_result.summary()}
+                           if qat_result is not None else None}}
+
+    def _weight_bits(self, job: EncodeJob, measure: Callable[[float], float]) -> float:
+        """The option, or the default, or (at a target bpp) the bits whose archive meets it."""
+        bits = job.options.weight_bits
+        if bits is not None or job.budget.target_bytes is None:
+            return DEFAULT_WEIGHT_BITS if bits is None else bits
+        return self._search_bits(job, measure, hi=WEIGHT_BITS_RANGE[1])
+
+    def _search_bits(self, job: EncodeJob, measure: Callable[[float], float], hi: float) -> float:
+        try:
+            bits, _ = search_rate(measure, job.budget.target_bpp, WEIGHT_BITS_RANGE[0], hi, tolerance=BITS_TOLERANCE)
+        except RateError as err:
+            raise CodecError(f"{self.name}: after fitting, {err}; adjust keyframe_share or params") from None
+        return round(bits, 3)
+
+    def _side(self, model: nn.Module, lossy: dict[int, np.ndarray], emb_bits: int | None, job: EncodeJob
+              ) -> tuple[_FloatSide, bytes]:
+        """Side information as a decoder reads it, from the model as it is now: D-NeRV's lossy keyframes,
+        HNeRV/SNeRV's embeddings from its encoder, quantised (and their payload)."""
+        if emb_bits is None:
+            return _FloatSide(lossy, None, job.device), b""
+        embeddings, payload = self._embeddings(model, job.store, job.video_ids, emb_bits, job.device)
+        return _FloatSide(lossy, embeddings, job.device), payload
 
     def _params_for(self, job: EncodeJob, side_bytes: int, stored_config: dict[str, Any],
-                    probe: nn.Module, emb_bits: int | None, num_frames: int) -> int:
-        """Weights the budget leaves once side information and the stored meta are counted.
+                    probe: nn.Module, emb_bits: int | None, num_frames: int, weight_bits: float) -> int:
+        """Weights the budget leaves once side information and the stored meta are counted, at about
+        ``weight_bits`` quantisation bits each.
 
         ``stored_config`` is the config the archive will hold, with the preset's model config in
         place of the final one (the same keys; only width values change)."""
@@ -215,7 +267,7 @@ class NeuralCodec(Codec):
         if room <= 0:
             raise CodecError(f"target {budget.target_bpp:.4g} bpp leaves no room for a model: side information "
                              f"and meta alone take {8 * (side_bytes + meta_bytes) / budget.pixels:.4g} bpp")
-        return int(room * 8 / BITS_PER_WEIGHT_GUESS)
+        return int(room * 8 / (BITS_PER_WEIGHT_GUESS - DEFAULT_WEIGHT_BITS + weight_bits))
 
     @staticmethod
     def _dataset_id(store: FrameStore, video_ids: Sequence[int]) -> str:
@@ -251,7 +303,7 @@ class NeuralCodec(Codec):
     @torch.no_grad()
     def _psnr(self, model: nn.Module, layout: TimeLayout, store: FrameStore, video_ids: Sequence[int],
               side: Any, device: torch.device) -> float:
-        """Mean per-frame PSNR of the float (unquantised) model, for the report."""
+        """Mean per-frame PSNR of the model with its weights as they are now and ``side``, for the report."""
         values = []
         for i, v in enumerate(video_ids):
             n = store.num_frames(v)

@@ -74,6 +74,9 @@ class NeuralOptions(CodecOptions):
     weight_bits: float | None = option(None, "weight quantisation bits (default 8; searched for a target bpp)",
                                        low=1, high=16)
     prune: float = option(0.0, "global magnitude pruning ratio before quantisation", low=0, high=0.99)
+    qat_epochs: int | None = option(None, "epochs of quantisation-aware fitting after the float fit, at the "
+                                    "stored weight bits (default: ceil(0.15 x epochs); 0: none); with "
+                                    "--time-budget they get their share of it", low=0)
     seed: int = option(0, "seed of the model initialisation and the fit", low=0)
 
 

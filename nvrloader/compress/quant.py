@@ -26,6 +26,9 @@ norms) are stored as fp16, non-float tensors (integer buffers) bit-exactly.
 Symbols are stored relative to each row's zero point ``round(-low / scale)``, so every tensor's
 symbols peak near 0 and all tensors share one entropy-coded stream (one probability table) well;
 pruned zeros become symbol 0 and cost little.
+
+Quantisation-aware fitting trains through :func:`quantised_values`, which runs the same rounding
+code (``_affine``) on the model's device, so the values trained are exactly the values stored.
 """
 from __future__ import annotations
 
@@ -104,14 +107,19 @@ def _round_toward(values: np.ndarray, dtype: np.dtype, direction: float) -> np.n
     return np.where(wrong, np.nextafter(cast, dtype.type(direction)), cast)
 
 
+def _check_bits(bits: float) -> None:
+    if not 1 <= bits <= 16:
+        raise ValueError(f"bits must be in [1, 16], got {bits}")
+
+
 def _levels(bits: float) -> int:
     return int(round(2.0 ** bits)) - 1
 
 
-def _params(rows: np.ndarray, bits: float, param_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    levels = _levels(bits)
-    low = _round_toward(rows.min(axis=1), param_dtype, -np.inf)
-    scale = _round_toward((rows.max(axis=1) - low.astype(np.float64)) / levels, param_dtype, np.inf)
+def _params(lo: np.ndarray, hi: np.ndarray, bits: float, param_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's stored ``low`` and ``scale`` from its minimum and maximum (float64)."""
+    low = _round_toward(lo, param_dtype, -np.inf)
+    scale = _round_toward((hi - low.astype(np.float64)) / _levels(bits), param_dtype, np.inf)
     return low, scale
 
 
@@ -122,14 +130,40 @@ def _zero_points(low: np.ndarray, scale: np.ndarray, bits: float) -> np.ndarray:
     return np.clip(np.rint(ratio), 0, _levels(bits)).astype(np.int64)
 
 
+@dataclass
+class _Affine:
+    """Rows quantised: stored parameters (numpy, stored dtype), the same as float64 columns on the rows'
+    device, and the integer codes ``q`` in [0, levels] (float64, rows' device)."""
+
+    low: np.ndarray
+    scale: np.ndarray
+    low64: torch.Tensor
+    scale64: torch.Tensor
+    q: torch.Tensor
+
+    def dequantised(self) -> torch.Tensor:
+        """``low + q * scale`` in float64, as :func:`_dequantise` computes it from the stored symbols."""
+        return self.low64 + self.q * self.scale64
+
+
+def _affine(rows: torch.Tensor, bits: float, preferred: np.dtype) -> _Affine:
+    """The one rounding rule of archives and of quantisation-aware fitting, for float64 ``rows`` [rows, n]
+    on any device: per-row range -> stored parameters (on the CPU) -> codes (on the rows' device)."""
+    lo, hi = (v.cpu().numpy() for v in rows.aminmax(dim=1))
+    stored = _param_dtype(max(np.abs(lo).max(), np.abs(hi).max()), preferred)
+    low, scale = _params(lo, hi, bits, stored)
+    low64, scale64 = (torch.from_numpy(a.astype(np.float64)).to(rows.device)[:, None] for a in (low, scale))
+    zero = torch.zeros((), dtype=rows.dtype, device=rows.device)
+    q = torch.where(scale64 > 0, (rows - low64) / scale64, zero).round().clamp(0, _levels(bits))
+    return _Affine(low, scale, low64, scale64, q)
+
+
 def _quantise_rows(rows: np.ndarray, bits: float, param_dtype: np.dtype, shape: tuple[int, ...], dtype: str,
                    mode: str) -> QuantizedTensor:
-    low, scale = _params(rows, bits, param_dtype)
-    low64, scale64 = low.astype(np.float64)[:, None], scale.astype(np.float64)[:, None]
-    steps = np.divide(rows - low64, scale64, out=np.zeros_like(rows), where=scale64 > 0)
-    q = np.clip(np.rint(steps), 0, _levels(bits)).astype(np.int64)
-    symbols = (q - _zero_points(low, scale, bits)[:, None]).ravel()
-    return QuantizedTensor(shape, dtype, mode, bits=bits, low=low, scale=scale, symbols=symbols)
+    affine = _affine(torch.from_numpy(rows), bits, param_dtype)
+    q = affine.q.numpy().astype(np.int64)
+    symbols = (q - _zero_points(affine.low, affine.scale, bits)[:, None]).ravel()
+    return QuantizedTensor(shape, dtype, mode, bits=bits, low=affine.low, scale=affine.scale, symbols=symbols)
 
 
 def _dequantise(entry: QuantizedTensor) -> np.ndarray:
@@ -141,9 +175,9 @@ def _dequantise(entry: QuantizedTensor) -> np.ndarray:
     return values.reshape(entry.shape)
 
 
-def _param_dtype(values: np.ndarray, preferred: np.dtype) -> np.dtype:
+def _param_dtype(magnitude: float, preferred: np.dtype) -> np.dtype:
     """fp16 unless ``low`` or ``scale`` (up to twice the largest magnitude) could overflow it."""
-    if preferred == np.float16 and 2 * np.abs(values).max(initial=0.0) >= np.finfo(np.float16).max:
+    if preferred == np.float16 and 2 * magnitude >= np.finfo(np.float16).max:
         return np.dtype(np.float32)
     return preferred
 
@@ -163,8 +197,7 @@ def quantize_tensor(x: torch.Tensor | np.ndarray, bits: float = 8, granularity: 
     """Quantise one tensor (see the module docstring for the modes and the "auto" criterion)."""
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
-    if not 1 <= bits <= 16:
-        raise ValueError(f"bits must be in [1, 16], got {bits}")
+    _check_bits(bits)
     tensor = torch.as_tensor(x).detach().cpu()
     shape, dtype = tuple(tensor.shape), str(tensor.dtype).removeprefix("torch.")
     exact = tensor.float() if tensor.dtype == torch.bfloat16 else tensor  # numpy has no bfloat16
@@ -177,7 +210,6 @@ def quantize_tensor(x: torch.Tensor | np.ndarray, bits: float = 8, granularity: 
         if np.abs(values).max(initial=0.0) < np.finfo(np.float16).max:
             return QuantizedTensor(shape, dtype, "float16", values=values.astype(np.float16))
         return QuantizedTensor(shape, dtype, "raw", values=exact.numpy().copy())
-    stored = _param_dtype(values, np.dtype(param_dtype))
     candidates = []
     if granularity in ("auto", "tensor") or values.ndim < 2:
         candidates.append(("tensor", values.reshape(1, -1)))
@@ -185,7 +217,7 @@ def quantize_tensor(x: torch.Tensor | np.ndarray, bits: float = 8, granularity: 
         candidates.append(("channel", values.reshape(values.shape[0], -1)))
     best, best_cost = None, math.inf
     for mode, rows in candidates:
-        entry = _quantise_rows(rows, bits, stored, shape, dtype, mode)
+        entry = _quantise_rows(rows, bits, np.dtype(param_dtype), shape, dtype, mode)
         cost = _cost_bits(entry, values) if len(candidates) > 1 else 0.0
         if cost < best_cost:
             best, best_cost = entry, cost
@@ -193,16 +225,42 @@ def quantize_tensor(x: torch.Tensor | np.ndarray, bits: float = 8, granularity: 
 
 
 def quantize_state_dict(state_dict: Mapping[str, torch.Tensor | np.ndarray], bits: float = 8,
-                        granularity: str = "auto", min_numel: int = 64,
+                        granularity: str | Mapping[str, str] = "auto", min_numel: int = 64,
                         param_dtype: str = "float16") -> QuantizedState:
-    """Quantise every tensor of a state dict (or any name -> tensor mapping), keeping its order."""
+    """Quantise every tensor of a state dict (or any name -> tensor mapping), keeping its order.
+
+    ``granularity`` may instead map names to the modes of :class:`QuantizedTensor` (absent: "auto"),
+    e.g. those a quantisation-aware fit trained with: each tensor is then stored in that mode or
+    refused, so the archive holds exactly what was trained ("float16"/"raw" follow from size and dtype)."""
     tensors = {}
     for name, x in state_dict.items():
+        wanted = granularity if isinstance(granularity, str) else granularity.get(name, "auto")
         try:
-            tensors[name] = quantize_tensor(x, bits, granularity, min_numel, param_dtype)
+            entry = quantize_tensor(x, bits, wanted if wanted in GRANULARITIES else "auto", min_numel, param_dtype)
         except ValueError as exc:
             raise ValueError(f"tensor {name!r}: {exc}") from None
+        if not isinstance(granularity, str) and wanted not in ("auto", entry.mode):
+            raise ValueError(f"tensor {name!r} cannot be stored as {wanted!r} (it quantises as {entry.mode!r})")
+        tensors[name] = entry
     return QuantizedState(tensors)
+
+
+def quantised_values(x: torch.Tensor, bits: float, mode: str, param_dtype: str = "float16") -> torch.Tensor:
+    """What a decoder reconstructs from ``x`` stored in ``mode`` (a :class:`QuantizedTensor` mode) at
+    ``bits``, computed on x's device: equal to ``dequantize`` of ``quantize_tensor`` when that picks
+    ``mode``. Quantisation-aware fitting trains through these values."""
+    if mode == "raw":
+        return x.detach().clone()
+    if mode == "float16":
+        return x.detach().to(torch.float16).to(x.dtype)
+    if mode not in ("tensor", "channel"):
+        raise ValueError(f"unknown quantisation mode {mode!r}")
+    _check_bits(bits)
+    device = x.device if x.device.type != "mps" else torch.device("cpu")  # MPS has no float64
+    values = x.detach().to(device, torch.float64)
+    rows = values.reshape(values.shape[0] if mode == "channel" else 1, -1)
+    deq = _affine(rows, bits, np.dtype(param_dtype)).dequantised()
+    return deq.reshape(x.shape).to(x.device, x.dtype)
 
 
 def quantize_embeddings(embeddings: torch.Tensor | np.ndarray, bits: float = 6,

@@ -34,6 +34,7 @@ from nvrloader.fit.checkpoints import (CHECKPOINT_NAME, Progress, Trainer, load_
 from nvrloader.fit.config import FitConfig, FitResult
 from nvrloader.fit.losses import FitOutput, fit_loss, psnr_sum
 from nvrloader.fit.interrupt import InterruptGuard
+from nvrloader.fit.qat import FakeQuant
 from nvrloader.fit.schedule import Schedule
 from nvrloader.training import (OptimizerConfig, Runtime, apply_gradients, autocast, autocast_dtype, grad_scaler,
                                 make_optimizer, plain, setup_runtime, wrap_ddp)
@@ -70,7 +71,8 @@ def _make_trainer(model: nn.Module, config: FitConfig, total_steps: int,
 
 
 def fit(model: nn.Module, dataset: Dataset, forward: Callable[[nn.Module, dict], FitOutput],
-        config: FitConfig, device: torch.device, fingerprint: dict) -> FitResult:
+        config: FitConfig, device: torch.device, fingerprint: dict, fake_quant: FakeQuant | None = None
+        ) -> FitResult:
     """Train `model` on `dataset`; `forward(model, batch)` gets the batch already on `device`.
 
     Under torchrun the process group is joined here if the caller has not done so, the model is
@@ -82,6 +84,9 @@ def fit(model: nn.Module, dataset: Dataset, forward: Callable[[nn.Module, dict],
     `checkpoint_dir/fit.pt` (a fresh start, with a warning, when there is none) after checking
     that `fingerprint` and the optimisation settings are the ones it was made with. Without
     resume an existing checkpoint is overwritten by the first save.
+
+    With ``fake_quant`` every forward and backward pass sees the weights as an archive stores them
+    (quantisation-aware fitting, `nvrloader.fit.qat`); the optimiser updates the float weights.
     """
     runtime = setup_runtime(device)
     device, rank, world = runtime.device, runtime.rank, runtime.world
@@ -135,7 +140,7 @@ def fit(model: nn.Module, dataset: Dataset, forward: Callable[[nn.Module, dict],
                     lr = trainer.optimizer.param_groups[0]["lr"]
                     with _oom_hint(config.batch_size):
                         step = _forward_backward(net, forward, _to_device(batch, device), trainer, config,
-                                                 runtime, amp_dtype, clock)
+                                                 runtime, amp_dtype, clock, fake_quant)
                         if not math.isfinite(step["loss"]):
                             raise FloatingPointError(
                                 f"the training loss became {step['loss']} at step {progress.global_step + 1} "
@@ -182,20 +187,21 @@ def _oom_hint(batch_size: int) -> Iterator[None]:
 
 def _forward_backward(net: nn.Module, forward: Callable[[nn.Module, dict], FitOutput], batch: dict,
                       trainer: Trainer, config: FitConfig, runtime: Runtime, amp_dtype: torch.dtype | None,
-                      clock: Callable[[], float]) -> dict[str, Any]:
+                      clock: Callable[[], float], fake_quant: FakeQuant | None = None) -> dict[str, Any]:
     """Gradients of one batch, and its statistics summed over all processes.
 
     The all-reduce also carries the time-budget verdict (taken once the gradients are in, so the
     step that crosses the budget is the last), and every process stops after the same step.
     """
     trainer.optimizer.zero_grad(set_to_none=True)
-    with autocast(runtime.device, amp_dtype):
-        output = forward(net, batch)
-    if not isinstance(output, FitOutput):
-        raise TypeError(f"the forward function must return a FitOutput, got {type(output).__name__}")
-    loss = fit_loss(output, config.loss)
-    frame_psnr, frames = psnr_sum(output)
-    trainer.scaler.scale(loss).backward()
+    with fake_quant.applied() if fake_quant is not None else contextlib.nullcontext():
+        with autocast(runtime.device, amp_dtype):
+            output = forward(net, batch)
+        if not isinstance(output, FitOutput):
+            raise TypeError(f"the forward function must return a FitOutput, got {type(output).__name__}")
+        loss = fit_loss(output, config.loss)
+        frame_psnr, frames = psnr_sum(output)
+        trainer.scaler.scale(loss).backward()
     over = config.time_budget is not None and clock() >= config.time_budget
     extra = torch.tensor([float(frames), float(over)], dtype=torch.float64, device=loss.device)
     stats = torch.cat([loss.detach().double().reshape(1), frame_psnr.double().reshape(1), extra])
