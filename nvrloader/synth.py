@@ -79,8 +79,7 @@ class Scene:
 
     @property
     def reach(self) -> float:
-        """Largest outline radius relative to the object radius."""
-        return 1.0 + sum(math.hypot(a, b) for _, a, b in self.outline)
+        return outline_reach(self.outline)
 
 
 def lowpass_noise(rng: np.random.Generator, shape: tuple[int, int], cutoff: float) -> np.ndarray:
@@ -176,6 +175,11 @@ def trajectory(motion: str, direction: int, rng: np.random.Generator, size: tupl
     return {"cx": cx, "cy": cy, "radius": radius, "angle": angle}
 
 
+def outline_reach(outline: Outline) -> float:
+    """Largest outline radius relative to the object radius."""
+    return 1.0 + sum(math.hypot(a, b) for _, a, b in outline)
+
+
 def outline_radius(outline: Outline, cos_t: np.ndarray, sin_t: np.ndarray) -> np.ndarray:
     """r(theta) from the unit direction; cos/sin of k*theta by angle addition (much cheaper than arctan2)."""
     r = np.ones_like(cos_t)
@@ -189,29 +193,51 @@ def outline_radius(outline: Outline, cos_t: np.ndarray, sin_t: np.ndarray) -> np
     return r
 
 
-def _paint_object(frame: np.ndarray, scene: Scene, cx: float, cy: float, radius: float, angle: float) -> None:
-    """Composite the textured object onto `frame` in place, inside its bounding box only."""
-    h, w = frame.shape[:2]
-    reach = radius * scene.reach + 2
+@dataclass(frozen=True)
+class Footprint:
+    """Where an object covers a frame: its bounding box, pixel offsets from its centre (dx, dy),
+    object coordinates (ox, oy: rotated, in radii), their norm rho, and coverage alpha in [0, 1]."""
+    box: tuple[slice, slice]
+    dx: np.ndarray
+    dy: np.ndarray
+    ox: np.ndarray
+    oy: np.ndarray
+    rho: np.ndarray
+    alpha: np.ndarray
+
+
+def footprint(size: tuple[int, int], outline: Outline, cx: float, cy: float, radius: float,
+              angle: float) -> Footprint | None:
+    """The object's footprint in a frame of `size` (None when it lies wholly outside)."""
+    h, w = size
+    reach = radius * outline_reach(outline) + 2
     y0, y1 = max(0, int(cy - reach)), min(h, int(cy + reach) + 1)
     x0, x1 = max(0, int(cx - reach)), min(w, int(cx + reach) + 1)
     if y0 >= y1 or x0 >= x1:
-        return
+        return None
     dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
     dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
     c, s = np.float32(math.cos(angle) / radius), np.float32(math.sin(angle) / radius)
     ox, oy = c * dx + s * dy, c * dy - s * dx   # object coordinates; image y points down: clockwise
     rho = np.hypot(ox, oy)
     inv = 1.0 / np.maximum(rho, np.float32(1e-6))
-    alpha = np.clip((outline_radius(scene.outline, ox * inv, oy * inv) - rho) * np.float32(radius) + np.float32(0.5), 0, 1)
+    alpha = np.clip((outline_radius(outline, ox * inv, oy * inv) - rho) * np.float32(radius) + np.float32(0.5), 0, 1)
+    return Footprint((slice(y0, y1), slice(x0, x1)), dx, dy, ox, oy, rho, alpha)
+
+
+def _paint_object(frame: np.ndarray, scene: Scene, cx: float, cy: float, radius: float, angle: float) -> None:
+    """Composite the textured object onto `frame` in place, inside its bounding box only."""
+    f = footprint(frame.shape[:2], scene.outline, cx, cy, radius, angle)
+    if f is None:
+        return
     scale = np.float32((TEXTURE_SIZE - 1) / (2 * scene.reach))
-    tx = np.clip(ox * scale + TEXTURE_SIZE / 2, 0, TEXTURE_SIZE - 1).astype(np.intp)
-    ty = np.clip(oy * scale + TEXTURE_SIZE / 2, 0, TEXTURE_SIZE - 1).astype(np.intp)
+    tx = np.clip(f.ox * scale + TEXTURE_SIZE / 2, 0, TEXTURE_SIZE - 1).astype(np.intp)
+    ty = np.clip(f.oy * scale + TEXTURE_SIZE / 2, 0, TEXTURE_SIZE - 1).astype(np.intp)
     shaded = np.take(scene.texture, ty * TEXTURE_SIZE + tx, axis=0)
-    shaded *= (np.float32(1.1) - np.float32(0.3) * np.minimum(rho, 1.0) ** 2)[..., None]  # a hint of roundness
-    region = frame[y0:y1, x0:x1]
+    shaded *= (np.float32(1.1) - np.float32(0.3) * np.minimum(f.rho, 1.0) ** 2)[..., None]  # a hint of roundness
+    region = frame[f.box]
     shaded -= region
-    shaded *= np.repeat(alpha[..., None], 3, axis=2)
+    shaded *= np.repeat(f.alpha[..., None], 3, axis=2)
     region += shaded
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nvrloader.synth import Outline, colourise, lowpass_noise, outline_radius, random_outline
+from nvrloader.synth import Outline, colourise, footprint, lowpass_noise, random_outline
 
 KINDS = (("HStripe", 0.0), ("VStripe", math.pi / 2))   # stripe orientation: the wave runs along y, or x
 DIRECTIONS = (("MoveLeft", (-1, 0)), ("MoveRight", (1, 0)), ("MoveUp", (0, -1)), ("MoveDown", (0, 1)))
@@ -99,31 +99,20 @@ def _path(rng: np.random.Generator, step: tuple[int, int], size: tuple[int, int]
 def _paint(frame: np.ndarray, scene: StudyScene, cx: float, cy: float, spin: float,
            stripes: tuple[float, float] | None) -> None:
     """Composite one object in place: striped (wave angle, phase) or plain in the stripes' mean colour."""
-    h, w = frame.shape[:2]
-    r = scene.radius
-    reach = r * (1.0 + sum(math.hypot(a, b) for _, a, b in scene.outline)) + 2
-    y0, y1 = max(0, int(cy - reach)), min(h, int(cy + reach) + 1)
-    x0, x1 = max(0, int(cx - reach)), min(w, int(cx + reach) + 1)
-    if y0 >= y1 or x0 >= x1:
+    f = footprint(frame.shape[:2], scene.outline, cx, cy, scene.radius, spin)
+    if f is None:
         return
-    dy = np.arange(y0, y1, dtype=np.float32)[:, None] - np.float32(cy)
-    dx = np.arange(x0, x1, dtype=np.float32)[None, :] - np.float32(cx)
-    c, s = np.float32(math.cos(spin) / r), np.float32(math.sin(spin) / r)
-    ox, oy = c * dx + s * dy, c * dy - s * dx
-    rho = np.hypot(ox, oy)
-    inv = 1.0 / np.maximum(rho, np.float32(1e-6))
-    alpha = np.clip((outline_radius(scene.outline, ox * inv, oy * inv) - rho) * np.float32(r) + np.float32(0.5), 0, 1)
     low, high = scene.stripe_colours
     if stripes is None:
-        mix = np.full(alpha.shape, 0.5, dtype=np.float32)
+        mix = np.full(f.alpha.shape, 0.5, dtype=np.float32)
     else:
         angle, phase = stripes
-        u = dx * np.float32(math.sin(angle)) + dy * np.float32(math.cos(angle))   # px along the wave
+        u = f.dx * np.float32(math.sin(angle)) + f.dy * np.float32(math.cos(angle))   # px along the wave
         mix = np.float32(0.5) + np.float32(0.5) * np.sin(np.float32(2 * math.pi / scene.period) * u + np.float32(phase))
     colour = low + (high - low) * mix[..., None]
-    colour *= (np.float32(1.05) - np.float32(0.15) * np.minimum(rho, 1.0) ** 2)[..., None]   # a hint of roundness
-    region = frame[y0:y1, x0:x1]
-    region += (colour - region) * alpha[..., None]
+    colour *= (np.float32(1.05) - np.float32(0.15) * np.minimum(f.rho, 1.0) ** 2)[..., None]   # a hint of roundness
+    region = frame[f.box]
+    region += (colour - region) * f.alpha[..., None]
 
 
 def render_clip(scene: StudyScene, class_index: int, rng: np.random.Generator, size: tuple[int, int],

@@ -41,7 +41,7 @@ def compare(raw_path: Path, archives: list[Path], out_dir: Path, cfg: TrainConfi
     entries = []
     for codec in dict.fromkeys(o["codec"] for o in others):
         mine = sorted((o for o in others if o["codec"] == codec), key=lambda o: o["bpp"])
-        entries += [Archive(o["name"], codec, str(rank), Path(o["archive"])) for rank, o in enumerate(mine, 1)]
+        entries += [Archive(o["name"], codec, f"level {rank}", Path(o["archive"])) for rank, o in enumerate(mine, 1)]
     return run_rows(Archive(raw["name"], "raw", "raw", Path(raw_path)), entries, cfg, seeds or (cfg.seed,),
                     Path(out_dir), jobs, threads, command, cfg.progress if progress is None else progress,
                     allow_mismatch)

@@ -119,16 +119,16 @@ def test_runner_skips_what_depends_on_a_failure(jobs: int) -> None:
 
 def test_claims_only_beyond_twice_the_seed_std() -> None:
     def row(setting, codec, mean, std):
-        return {"setting": setting, "codec": codec, "level": "0.1", "mean": mean, "std": std}
+        return {"setting": setting, "codec": codec, "level": "0.1 bpp", "mean": mean, "std": std}
     rows = [row("train", "h264", 80.0, 1.0), row("train", "nerv", 70.0, 2.0), row("train", "dnerv", 82.0, 1.5),
             row("test", "h264", 60.0, 4.0), row("test", "nerv", 59.0, None), row("test", "dnerv", 66.0, 2.0)]
-    text = "\n".join(claims(rows, ["h264", "nerv", "dnerv"], ["0.1"], clip=1.0))
+    text = "\n".join(claims(rows, ["h264", "nerv", "dnerv"], ["0.1 bpp"], clip=1.0))
     assert "H.264 > NeRV (gap 10.0 > 4.0)" in text             # 10 points against 2 x 2.0
     assert "D-NeRV ≈ H.264: within noise (gap 2.0 ≤ 3.0)" in text   # 2 points against 2 x 1.5
     assert "H.264 vs NeRV: one seed, no claim" in text
     assert "D-NeRV ≈ H.264: within noise (gap 6.0 ≤ 8.0)" in text   # test: 6 points against 2 x 4.0
     assert "Train H.264 > Test H.264 (gap 20.0 > 8.0)" in text
-    tight = claims([row("train", "h264", 90.0, 0.0), row("train", "dnerv", 90.5, 0.0)], ["h264", "dnerv"], ["0.1"],
+    tight = claims([row("train", "h264", 90.0, 0.0), row("train", "dnerv", 90.5, 0.0)], ["h264", "dnerv"], ["0.1 bpp"],
                    clip=0.78)
     assert "within noise (gap 0.5 ≤ 0.8)" in tight[0]            # under one test clip is never a claim
 

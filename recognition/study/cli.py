@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                             size=args.size, keyframe_codec=args.keyframe_codec,
                             reference=None if args.reference == "none" else args.reference,
                             train=config_from_args(args), jobs=args.jobs, threads=args.threads,
-                            device="cpu" if args.device == "auto" else args.device, cache_dir=args.cache_dir)
+                            device=args.device, cache_dir=args.cache_dir)
         opts.rd_config()                                   # codecs, levels and budget checked before any work
         if not args.src.is_dir():
             raise ValueError(f"{args.src}: no such dataset folder")

@@ -30,7 +30,7 @@ class StudyOptions:
     train: TrainConfig = field(default_factory=lambda: TrainConfig.from_recipe("synthetic", device="cpu"))
     jobs: int = 2                                   # worker processes (0: in this process, in turn)
     threads: int = 1                                # torch threads per worker
-    device: str = "cpu"                             # neural builds
+    device: str = "auto"                            # neural builds
     cache_dir: Path | None = None
 
     def __post_init__(self) -> None:

@@ -54,19 +54,20 @@ def row_tasks(base: TrainConfig, raw: Archive, archives: list[Archive], seeds: t
     return tasks
 
 
-def study_archives(opts: StudyOptions) -> tuple[Archive, list[Archive]]:
-    """The raw archive and one per (codec, level), named and placed as the builds name and place them."""
+def study_archives(opts: StudyOptions) -> tuple[Archive, list[Archive], dict[str, float]]:
+    """The raw archive and one per (codec, level), named and placed as the builds name and place them,
+    and the bpp level of each by name."""
     config = opts.rd_config()
     raw = Archive("raw", "raw", "raw", builds.raw_paths(opts.output)[0])
     cells = [builds.cell(config, opts.output, c, level) for c in opts.codecs for level in opts.levels]
-    return raw, [Archive(c.name, c.codec, f"{c.level:g}", c.archive) for c in cells]
+    return (raw, [Archive(c.name, c.codec, f"{c.level:g} bpp", c.archive) for c in cells],
+            {c.name: c.level for c in cells})
 
 
 def study_tasks(opts: StudyOptions, progress: bool = False) -> list[Task]:
     """Every build (raw; neural at each level; classical at the reference's real bpp) and every row."""
     config, out = opts.rd_config(), opts.output
-    raw, archives = study_archives(opts)
-    level_of = {a.name: float(a.level) for a in archives}
+    raw, archives, level_of = study_archives(opts)
 
     def build_id(archive: Archive) -> str:
         return f"build-{archive.name}"
@@ -94,7 +95,7 @@ def run_study(opts: StudyOptions, command: str = "", progress: bool = True) -> d
     start = time.perf_counter()
     opts.output.mkdir(parents=True, exist_ok=True)
     outcome = run_tasks(study_tasks(opts), opts.jobs, opts.threads, progress)
-    raw, archives = study_archives(opts)
+    raw, archives, _ = study_archives(opts)
     results = collect(raw, archives, opts.seeds, opts.output, outcome, opts.train)
     results.update(command=command, wall_seconds=round(time.perf_counter() - start, 1),
                    options=_plain_options(opts))

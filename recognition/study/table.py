@@ -47,18 +47,21 @@ def archive_facts(archive: Archive, out: Path) -> dict[str, Any]:
 def row_result(setting: str, archive: Archive, seeds: tuple[int, ...], out: Path,
                outcome: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One table row: top-1 per seed, their spread, and seconds per seed (wall time of each run)."""
-    per_seed, seconds, missing = {}, {}, {}
+    per_seed, seconds, cpu, missing = {}, {}, {}, {}
     for seed in seeds:
         row = Row(setting, archive, seed, out)
         record = read_record(row)
         if record and record.get("status") == "done":
             per_seed[seed] = record["summary"]["top1"]
             seconds[seed] = record["wall_seconds"]
+            if record.get("cpu_seconds") is not None:
+                cpu[seed] = record["cpu_seconds"]
         else:
             missing[seed] = outcome.get(row.id, {"status": "not run"})
     return {"setting": setting, "codec": archive.codec, "level": archive.level, "archive": archive.name,
             "top1": per_seed, **spread(list(per_seed.values())), "seconds": seconds,
-            "seconds_mean": statistics.fmean(seconds.values()) if seconds else None,
+            "seconds_mean": statistics.fmean(seconds.values()) if seconds else None, "cpu_seconds": cpu,
+            "cpu_seconds_mean": statistics.fmean(cpu.values()) if cpu else None,
             "missing": {s: {"status": m["status"], "message": m.get("message", "")[:500]} for s, m in missing.items()}}
 
 
@@ -96,12 +99,12 @@ def claims(rows: list[dict[str, Any]], codecs: list[str], levels: list[str], cli
             found = [compare(by[(setting, a, level)], by[(setting, b, level)], CODEC_NAMES.get(a, a),
                              CODEC_NAMES.get(b, b)) for i, a in enumerate(present) for b in present[i + 1:]]
             if any(found):
-                lines.append(f"- {SETTING_NAMES[setting]}, level {level}: " + "; ".join(f for f in found if f))
+                lines.append(f"- {SETTING_NAMES[setting]}, {level}: " + "; ".join(f for f in found if f))
         versus = [compare(by[("train", c, level)], by[("test", c, level)], f"Train {CODEC_NAMES.get(c, c)}",
                           f"Test {CODEC_NAMES.get(c, c)}") for c in codecs
                   if ("train", c, level) in by and ("test", c, level) in by]
         if any(versus):
-            lines.append(f"- Train vs Test, level {level}: " + "; ".join(v for v in versus if v))
+            lines.append(f"- Train vs Test, {level}: " + "; ".join(v for v in versus if v))
     return lines
 
 
@@ -150,7 +153,7 @@ def markdown(results: dict[str, Any]) -> str:
     by = {(r["setting"], r["codec"], r["level"]): r for r in results["rows"]}
     arch = {(a["codec"], a["level"]): a for a in results["archives"]}
     raw = results["raw"]["raw_raw"]
-    head = "| setting | codec | " + " | ".join(f"level {lv}" for lv in levels) + " |"
+    head = "| setting | codec | " + " | ".join(levels) + " |"
     lines = ["## Top-1 (%) over seeds, mean ± std", "", head, "|---|---|" + "---:|" * len(levels),
              f"| {SETTING_NAMES['raw']} | raw | " + " | ".join(_cell(raw) for _ in levels) + " |"]
     for setting in ("train", "test"):
@@ -158,7 +161,7 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {SETTING_NAMES[setting]} | {CODEC_NAMES.get(c, c)} | "
                          + " | ".join(_cell(by.get((setting, c, lv))) for lv in levels) + " |")
     lines += ["", "## Archives: real bpp (from archive bytes) · PSNR (dB) · MS-SSIM", "",
-              "| codec | " + " | ".join(f"level {lv}" for lv in levels) + " |", "|---|" + "---:|" * len(levels)]
+              "| codec | " + " | ".join(levels) + " |", "|---|" + "---:|" * len(levels)]
     for c in codecs:
         cells = []
         for lv in levels:
@@ -172,8 +175,9 @@ def markdown(results: dict[str, Any]) -> str:
                            and a.get("ms_ssim") is not None else "")
                 cells.append(f"{a['bpp']:.4f}{quality}")
         lines.append(f"| {CODEC_NAMES.get(c, c)} | " + " | ".join(cells) + " |")
-    lines += ["", "## Seconds per run (wall, mean over seeds; training decodes its archive every epoch)", "",
-              "| setting | codec | " + " | ".join(f"level {lv}" for lv in levels) + " |",
+    lines += ["", "## Seconds per run: wall (CPU of the worker), mean over seeds; training decodes its archive "
+              "every epoch", "",
+              "| setting | codec | " + " | ".join(levels) + " |",
               "|---|---|" + "---:|" * len(levels),
               f"| {SETTING_NAMES['raw']} | raw | " + " | ".join(_seconds(raw) for _ in levels) + " |"]
     for setting in ("train", "test"):
@@ -203,7 +207,9 @@ def markdown(results: dict[str, Any]) -> str:
 
 
 def _seconds(r: dict[str, Any] | None) -> str:
-    return "–" if r is None or r["seconds_mean"] is None else f"{r['seconds_mean']:.0f}"
+    if r is None or r["seconds_mean"] is None:
+        return "–"
+    return f"{r['seconds_mean']:.0f}" + (f" ({r['cpu_seconds_mean']:.0f})" if r["cpu_seconds_mean"] is not None else "")
 
 
 def plot(results: dict[str, Any], path: Path) -> Path:
