@@ -30,7 +30,7 @@ CLASSES: tuple[tuple[str, float, tuple[int, int]], ...] = tuple(
 DEFAULTS = {"classes": len(CLASSES), "videos_per_class": 60, "size": (48, 64), "fps": 4,
             "duration": (2.0, 3.0), "clips_per_group": 2}
 TILT = math.radians(15)      # stripe orientation jitter around the kind's angle
-TRAVEL = (0.3, 0.45)         # share of the frame's width (horizontal) or height (vertical) crossed per clip
+TRAVEL = (0.3, 0.45)         # share of the central square crossed per clip
 MAX_PAN = 0.06               # camera speed, frame widths per second
 DISTRACTORS = 1
 
@@ -84,13 +84,15 @@ def make_scene(rng: np.random.Generator, size: tuple[int, int], max_duration: fl
 
 def _path(rng: np.random.Generator, step: tuple[int, int], size: tuple[int, int], reach: float,
           n: int) -> np.ndarray:
-    """Object centres [n, 2] (x, y) in frame px: a straight travel in direction `step`, kept in frame."""
+    """Object centres [n, 2] (x, y) in frame px: a straight travel in direction `step`, kept inside the
+    frame's central square, which TSM's square crops (test: the centre) see."""
     h, w = size
-    extent = np.array([w, h], dtype=np.float64)
+    side = min(h, w)
+    corner = np.array([(w - side) / 2, (h - side) / 2])
     direction = np.array(step, dtype=np.float64)
-    travel = rng.uniform(*TRAVEL) * float(extent @ np.abs(direction))
-    lo = np.full(2, reach) - np.minimum(direction * travel, 0)       # the start keeps the whole path inside
-    hi = extent - reach - np.maximum(direction * travel, 0)
+    travel = rng.uniform(*TRAVEL) * side
+    lo = corner + reach - np.minimum(direction * travel, 0)       # the start keeps the whole path inside
+    hi = corner + side - reach - np.maximum(direction * travel, 0)
     start = rng.uniform(lo, np.maximum(hi, lo))
     u = np.linspace(0.0, 1.0, n)[:, None]
     return start + u * direction * travel

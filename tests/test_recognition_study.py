@@ -12,7 +12,7 @@ from nvrloader import synth
 from recognition.config import TrainConfig
 from recognition.study import cli
 from recognition.study.options import StudyOptions
-from recognition.study.run import run_study
+from recognition.study.run import exclusive, run_study
 from recognition.study.runner import Skip, Task, run_tasks
 from recognition.study.table import claims
 
@@ -92,6 +92,14 @@ def test_cli_refuses_bad_settings_before_any_work(study_src: Path, tmp_path: Pat
     with pytest.raises(SystemExit):
         cli.main([str(study_src), "-o", str(out), "--seed", "3"])
     assert not out.exists()
+
+
+def test_one_study_at_a_time_per_folder(study_src: Path, tmp_path: Path) -> None:
+    opts = tiny_options(study_src, tmp_path / "study", codecs=("h264",))
+    with exclusive(opts.output):
+        with pytest.raises(ValueError, match="another study is running"):
+            run_study(opts, progress=False)
+    assert not (opts.output / "rows").exists()
 
 
 def _ok(x: int) -> int:

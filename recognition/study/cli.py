@@ -22,7 +22,7 @@ from recognition.train_tsm import add_training_arguments, config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from recognition.study.options import STUDY_FRAMES, StudyOptions
+    from recognition.study.options import STUDY_FRAMES, STUDY_TRAINING, StudyOptions
 
     d = StudyOptions(Path("."), Path("."))
     ap = argparse.ArgumentParser(prog="python -m recognition.study", description=__doc__.split("\n\n")[0],
@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     study.add_argument("--threads", type=int, default=d.threads, help=f"torch threads per worker (default {d.threads})")
     study.add_argument("--cache-dir", type=Path, help="frame stores (default $NVRLOADER_CACHE or ~/.cache/nvrloader)")
     add_training_arguments(ap)
-    ap.set_defaults(recipe="synthetic")
+    ap.set_defaults(**STUDY_TRAINING)
     return ap
 
 

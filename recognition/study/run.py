@@ -5,10 +5,12 @@ that exist. Both write table.md, results.json and accuracy_bpp.png into the outp
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from recognition.config import TrainConfig
 from recognition.study import builds
@@ -88,18 +90,30 @@ def study_tasks(opts: StudyOptions, progress: bool = False) -> list[Task]:
     return tasks + row_tasks(opts.train, raw, archives, opts.seeds, out, lambda a: (build_id(a),), ready)
 
 
+@contextlib.contextmanager
+def exclusive(out: Path) -> Iterator[None]:
+    """One study at a time in a folder: two would retrain and evaluate each other's half-written runs."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"{out}: another study is running in this folder") from None
+        yield
+
+
 def run_study(opts: StudyOptions, command: str = "", progress: bool = True) -> dict[str, Any]:
     """Build, train and evaluate whatever is not finished yet; write and return the results."""
     from recognition.study.table import collect, write_outputs
 
     start = time.perf_counter()
-    opts.output.mkdir(parents=True, exist_ok=True)
-    outcome = run_tasks(study_tasks(opts), opts.jobs, opts.threads, progress)
-    raw, archives, _ = study_archives(opts)
-    results = collect(raw, archives, opts.seeds, opts.output, outcome, opts.train)
-    results.update(command=command, wall_seconds=round(time.perf_counter() - start, 1),
-                   options=_plain_options(opts))
-    write_outputs(results, opts.output)
+    with exclusive(opts.output):
+        outcome = run_tasks(study_tasks(opts), opts.jobs, opts.threads, progress)
+        raw, archives, _ = study_archives(opts)
+        results = collect(raw, archives, opts.seeds, opts.output, outcome, opts.train)
+        results.update(command=command, wall_seconds=round(time.perf_counter() - start, 1),
+                       options=_plain_options(opts))
+        write_outputs(results, opts.output)
     return results
 
 
@@ -110,17 +124,17 @@ def run_rows(raw: Archive, archives: list[Archive], base: TrainConfig, seeds: tu
     from recognition.study.table import collect, write_outputs
 
     start = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
 
     def ready(archive: Archive) -> None:
         if not archive.path.is_file():
             raise Skip(f"{archive.path}: no such archive")
 
-    tasks = row_tasks(base, raw, archives, seeds, out, lambda a: (), ready, allow_mismatch)
-    outcome = run_tasks(tasks, jobs, threads, progress)
-    results = collect(raw, archives, seeds, out, outcome, base)
-    results.update(command=command, wall_seconds=round(time.perf_counter() - start, 1))
-    write_outputs(results, out)
+    with exclusive(out):
+        tasks = row_tasks(base, raw, archives, seeds, out, lambda a: (), ready, allow_mismatch)
+        outcome = run_tasks(tasks, jobs, threads, progress)
+        results = collect(raw, archives, seeds, out, outcome, base)
+        results.update(command=command, wall_seconds=round(time.perf_counter() - start, 1))
+        write_outputs(results, out)
     return results
 
 
