@@ -112,7 +112,8 @@ def test_byte_split_sums_to_the_counted_bytes(synth_root, tmp_path):
 
 @pytest.mark.parametrize("command", [["-m", "nvrloader.build"], ["-m", "nvrloader.eval"], ["-m", "nvrloader.bench"],
                                      ["-m", "nvrloader.synth"], ["-m", "nvrloader.study"],
-                                     ["recognition/train_tsm.py"], ["recognition/compare.py"]])
+                                     ["recognition/train_tsm.py"], ["recognition/compare.py"],
+                                     ["-m", "recognition.study"]])
 def test_help_imports_no_encoder_trainer_or_timm(command):
     """--help answers in about torch's import time: nothing heavier is loaded to print it."""
     from pathlib import Path

@@ -177,3 +177,59 @@ def test_move_left_right_need_motion(tmp_path):
     # while the same classifier does pick up a class-dependent red tint of 8 grey levels
     tinted = [f + np.r_[8.0, np.zeros(f.shape[1] - 1)] * lab for f, lab in zip(features, labels)]
     assert single_frame_accuracy(tinted, labels, groups) > 0.75
+
+
+# --- the study mode ----------------------------------------------------------------------------
+
+def test_study_mode_layout_defaults_and_cli(tmp_path):
+    from nvrloader.synth_study import CLASSES as STUDY_CLASSES, DEFAULTS
+
+    small = {"classes": 3, "videos_per_class": 4, "duration": (1.0, 1.5), "seed": 2}
+    a = generate(tmp_path / "a", mode="study", progress=False, workers=1, **small)
+    main([str(tmp_path / "b"), "--mode", "study", "--classes", "3", "--videos-per-class", "4", "--duration", "1", "1.5",
+          "--seed", "2"])
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert all((a / f).read_bytes() == (tmp_path / "b" / f).read_bytes() for f in files)
+    assert sorted(p.name for p in (a / "UCF-101").iterdir()) == sorted(c for c, _, _ in STUDY_CLASSES[:3])
+    assert plan_groups(4, DEFAULTS["clips_per_group"]) == [2, 2]
+    frames = read_video(next((a / "UCF-101").rglob("*.avi")))
+    assert frames.shape[1:] == (*DEFAULTS["size"], 3) and 4 <= len(frames) <= 6   # 1-1.5 s at 4 fps
+    with pytest.raises(FileExistsError):           # a motion-mode dataset is not the study dataset
+        generate(a, progress=False, **small)
+    with pytest.raises(ValueError, match="mode"):
+        generate(tmp_path / "c", mode="nope", progress=False)
+
+
+def _stripe_cue(frame: np.ndarray) -> tuple[np.ndarray, float]:
+    """Where the fine stripes are (centroid of high-pass energy, x and y) and their orientation:
+    > 0 for horizontal stripes (the image changes along y), < 0 for vertical ones."""
+    g = frame.astype(np.float32).mean(2)
+    dy, dx = np.abs(np.diff(g, axis=0))[:, :-1], np.abs(np.diff(g, axis=1))[:-1, :]
+    energy = dx + dy
+    weights = np.where(energy > np.percentile(energy, 97), energy, 0)
+    yy, xx = np.mgrid[0:energy.shape[0], 0:energy.shape[1]]
+    centre = np.array([(weights * xx).sum(), (weights * yy).sum()]) / weights.sum()
+    return centre, float((dy - dx)[weights > 0].mean())
+
+
+@pytest.mark.parametrize("class_index", range(8))
+def test_study_classes_are_stripe_orientation_times_direction(class_index):
+    """The striped target carries both cues: its stripes' orientation and its direction of travel
+    (in the world; the camera is held still and the sensor noiseless here: the pan moves everything in
+    the frame, and grain has edges everywhere)."""
+    import dataclasses
+
+    from nvrloader.synth_study import CLASSES as STUDY_CLASSES, make_scene, render_clip
+
+    name, angle, step = STUDY_CLASSES[class_index]
+    for clip in range(3):
+        scene = dataclasses.replace(make_scene(np.random.default_rng([5, clip]), (96, 128), 3.0), pan_speed=0.0,
+                                    noise_sigma=0.0)
+        frames = render_clip(scene, class_index, np.random.default_rng([6, clip]), (96, 128), 4, 3.0)
+        cues = [_stripe_cue(f) for f in frames]
+        travel = cues[-1][0] - cues[0][0]
+        assert np.sign(travel[np.argmax(np.abs(step))]) == step[np.argmax(np.abs(step))], (name, travel)
+        assert abs(travel[np.argmax(np.abs(step))]) > 2 * abs(travel[np.argmin(np.abs(step))]), (name, travel)
+        orientation = np.median([c[1] for c in cues])
+        assert (orientation > 0) == (angle == 0), (name, orientation)

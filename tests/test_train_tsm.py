@@ -201,22 +201,24 @@ def test_eval_only_cli_matches_training_report(archives, tmp_path: Path) -> None
 def test_compare_table(archives, tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path, archives["raw"], epochs=1)
     results = compare.compare(archives["raw"], [archives["h264"]], tmp_path / "cmp", cfg)
-    row = results["rows"][0]
-    assert row["codec"] == "h264" and 0 < row["bpp"] < results["raw"]["bpp"]
+    rows = {r["setting"]: r for r in results["rows"]}
+    assert {r["codec"] for r in rows.values()} == {"h264"} and results["seeds"] == [0]
+    h264 = results["archives"][0]
+    assert h264["codec"] == "h264" and 0 < h264["bpp"] < results["raw"]["bpp"]
     # the "test" row reuses the raw-trained model: scoring its checkpoint on the H.264 archive agrees
-    again = evaluate_checkpoint(tmp_path / "cmp" / "raw-raw" / "checkpoint.pt", archives["h264"],
+    again = evaluate_checkpoint(tmp_path / "cmp" / "runs" / "raw-raw" / "seed0" / "checkpoint.pt", archives["h264"],
                                 tmp_path / "again", device="cpu", progress=False)
-    assert row["test"]["top1"] == again["top1"]
-    train_cfg = json.loads((tmp_path / "cmp" / "train-h264" / "metrics.json").read_text())["config"]
+    assert rows["test"]["top1"] == {0: again["top1"]}
+    train_cfg = json.loads((tmp_path / "cmp" / "runs" / "train-h264" / "seed0" / "metrics.json").read_text())["config"]
     assert train_cfg["train_data"] == str(archives["h264"]) and train_cfg["test_data"] == str(archives["raw"])
     table = (tmp_path / "cmp" / "table.md").read_text()
-    assert "| raw | raw |" in table and "| h264 | h264 |" in table
+    assert "| raw / raw | raw |" in table and "| Train | H.264 |" in table and "| Test | H.264 |" in table
     assert (tmp_path / "cmp" / "accuracy_bpp.png").stat().st_size > 1000
     saved = json.loads((tmp_path / "cmp" / "results.json").read_text())
-    assert saved["rows"][0]["train"]["top1"] == row["train"]["top1"]
-    mtime = (tmp_path / "cmp" / "raw-raw" / "checkpoint.pt").stat().st_mtime_ns
+    assert saved["rows"][0]["mean"] == results["rows"][0]["mean"]
+    mtime = (tmp_path / "cmp" / "runs" / "raw-raw" / "seed0" / "checkpoint.pt").stat().st_mtime_ns
     compare.compare(archives["raw"], [archives["h264"]], tmp_path / "cmp", cfg)  # finished runs are reused
-    assert (tmp_path / "cmp" / "raw-raw" / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert (tmp_path / "cmp" / "runs" / "raw-raw" / "seed0" / "checkpoint.pt").stat().st_mtime_ns == mtime
 
 
 @pytest.mark.slow

@@ -10,22 +10,9 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Callable
 
 from nvrloader.build import FrameSpec
-from nvrloader.cliargs import parse_resolution
-
-
-def _list(kind: type) -> Callable[[str], tuple]:
-    def parse(text: str) -> tuple:
-        try:
-            values = tuple(kind(v.strip()) for v in text.split(",") if v.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}") from None
-        if not values:
-            raise argparse.ArgumentTypeError("the list is empty")
-        return values
-    return parse
+from nvrloader.cliargs import comma_list, parse_resolution
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,11 +26,11 @@ def build_parser() -> argparse.ArgumentParser:
     rd = sub.add_parser("rd", help="rate-distortion curves of several codecs with Bjøntegaard deltas",
                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     rd.add_argument("src", nargs="?", help="dataset folder; omit for the synthetic sample dataset")
-    rd.add_argument("--codecs", type=_list(str), default=("h264", "h265", "nerv", "dnerv"),
+    rd.add_argument("--codecs", type=comma_list(str), default=("h264", "h265", "nerv", "dnerv"),
                     help="comma-separated codecs (default h264,h265,nerv,dnerv); a variant changes options, "
                     "e.g. dnerv:rgb_residual=false+fusion=concat (an ablation: variants of one codec with "
                     "--anchor dnerv)")
-    rd.add_argument("--bpp", type=_list(float), default=(0.1, 0.2, 0.4),
+    rd.add_argument("--bpp", type=comma_list(float), default=(0.1, 0.2, 0.4),
                     help="comma-separated target bpp levels (default 0.1,0.2,0.4)")
     rd.add_argument("--time-budget", type=float, default=600.0,
                     help="seconds of fitting for every neural build (default 600)")
@@ -57,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     rd.add_argument("--epochs", type=int, default=LARGE_EPOCHS,
                     help="epoch cap of neural fits; the time budget ends them first (default %(default)s)")
     rd.add_argument("--anchor", default="h264", help="codec the deltas are measured against (default h264)")
-    rd.add_argument("--rebuild", type=_list(str), default=(),
+    rd.add_argument("--rebuild", type=comma_list(str), default=(),
                     help="comma-separated codecs to build again even when a finished build is there")
     rd.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     rd.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="frame stores, sample dataset")

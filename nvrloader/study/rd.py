@@ -96,11 +96,17 @@ class StudyConfig:
 
 @dataclass(frozen=True)
 class Cell:
-    """One build of the study: a codec at a target bpp."""
+    """One build of the study: a codec at a bpp level (its name), built for the level's bpp or for
+    ``target``, e.g. the real bpp of another codec's archive at that level (as ``--match`` would)."""
 
     codec: str
     level: float
     folder: Path
+    target: float | None = None
+
+    @property
+    def target_bpp(self) -> float:
+        return self.level if self.target is None else self.target
 
     @property
     def name(self) -> str:
@@ -133,7 +139,7 @@ def settings(config: StudyConfig, cell: Cell) -> dict[str, Any]:
     from nvrloader.device import resolve_device
 
     source = "sample" if config.source is None else str(Path(config.source).resolve())
-    return {"codec": cell.codec, "target_bpp": cell.level, "source": source,
+    return {"codec": cell.codec, "target_bpp": cell.target_bpp, "source": source,
             "frames": _plain(dataclasses.asdict(config.frames)),
             "options": _plain(dataclasses.asdict(config.options(cell.codec))),
             "device": resolve_device(config.device).type}
@@ -192,7 +198,7 @@ def build_cell(config: StudyConfig, cell: Cell, wanted: dict[str, Any], progress
     start = time.perf_counter()
     try:
         report = build_archive(config.source, cell.archive, parse_variant(cell.codec)[0], config.options(cell.codec),
-                               frames=config.frames, target_bpp=cell.level, device=config.device, force=True,
+                               frames=config.frames, target_bpp=cell.target_bpp, device=config.device, force=True,
                                resume=resume, cache_dir=config.cache_dir, progress=progress)
     except (CodecError, RateError, ValueError) as err:
         # a target the codec cannot reach is a result; any other refusal is a failure a re-run retries

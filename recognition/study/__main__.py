@@ -1,0 +1,5 @@
+import sys
+
+from recognition.study.cli import main
+
+sys.exit(main())
