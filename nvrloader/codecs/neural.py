@@ -8,29 +8,31 @@ the codec config it will store.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from nvrloader.codecs.base import Codec, CodecError, EncodeJob, register_codec
+from nvrloader.codecs.keyframes import (SEARCH_FRACTION, SHARE_CANDIDATES, KeyframeCodecs, Keyframes,
+                                        candidate_shares, final_fit, search_share, share_range, short_fit)
 from nvrloader.codecs.options import CodecOptions, EmbeddingOptions, KeyframeOptions, NeuralOptions
 from nvrloader.codecs.training import training_for
-from nvrloader.compress import images, quant
+from nvrloader.compress import quant
 from nvrloader.decode.base import video_key
-from nvrloader.decode.layouts import FrameTable, TimeLayout, keyframe_indices, to_float
+from nvrloader.decode.layouts import FrameTable, TimeLayout, to_float
 from nvrloader.decode.neural import stored_state
 from nvrloader.fit import FitConfig, fit
 from nvrloader.framestore import FrameStore
 from nvrloader.metrics import psnr
-from nvrloader.models import create_model, list_models, model_family, weights_per_part
+from nvrloader.models import create_model, list_models, minimum_params, model_family, weights_per_part
 from nvrloader.models.registry import count_model_params
-from nvrloader.rate import RateError, largest_within, search_rate
+from nvrloader.rate import RateError, search_rate
 
 # Coded bits per weight after 8-bit quantisation and entropy coding, used only to pick a width before
 # fitting; the quantisation step is tuned afterwards on the real bytes.
@@ -49,24 +51,6 @@ def jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def pack_weights(state: dict[str, torch.Tensor], bits: float) -> bytes:
     return quant.pack(quant.quantize_state_dict(state, bits=bits))
-
-
-class Keyframes:
-    """D-NeRV's keyframes: coded with an image codec before fitting, so training sees what a decoder will."""
-
-    def __init__(self, codec: str, quality: int) -> None:
-        self.codec, self.quality = codec, quality
-
-    def encode(self, store: FrameStore, video_ids: Sequence[int], clip_len: int, progress: bool = True
-               ) -> tuple[list[bytes], dict[int, np.ndarray]]:
-        payloads, decoded = [], {}
-        for i, vid in enumerate(tqdm(video_ids, desc=f"keyframes {self.codec} q{self.quality}", unit="video",
-                                     leave=False, disable=not progress)):
-            frames = store.frames(vid, keyframe_indices(store.num_frames(vid), clip_len))
-            streams = [images.encode_image(f, self.codec, self.quality) for f in frames]
-            payloads.append(images.pack_images(streams))
-            decoded[i] = np.stack([images.decode_image(s, self.codec) for s in streams])
-        return payloads, decoded
 
 
 class _FloatSide:
@@ -116,56 +100,31 @@ class NeuralCodec(Codec):
         table = FrameTable(tuple(store.num_frames(v) for v in video_ids))
         training = training_for(family.layout, table, clip_len)
         target_bytes = budget.target_bytes
-        resolution = (store.height, store.width)
-        extra = opts.model_overrides() if isinstance(opts, KeyframeOptions) else {}
+        emb_bits = opts.embedding_bits if isinstance(opts, EmbeddingOptions) else None
+        fit_cfg = self._fit_config(job)
 
-        # 1. keyframes first: their decoded (lossy) pixels are the D-NeRV model's training input
+        # 1. keyframes first: their decoded (lossy) pixels are the D-NeRV model's training input; at a
+        #    target bpp their quality follows the measured rate split
         keyframe_payloads: list[bytes] = []
         lossy: dict[int, np.ndarray] = {}
         kf_cfg: dict[str, Any] = {}
+        split: dict[str, Any] = {}
         if isinstance(opts, KeyframeOptions):
-            quality = opts.keyframe_quality
-            if target_bytes is not None and quality is None:
-                quality = self._keyframe_quality(job, opts.keyframe_share * target_bytes)
-            keyframes = Keyframes(opts.keyframe_codec, DEFAULT_KEYFRAME_QUALITY if quality is None else quality)
-            keyframe_payloads, lossy = keyframes.encode(store, video_ids, clip_len, job.progress)
-            kf_cfg = {"codec": keyframes.codec, "quality": keyframes.quality}
+            codecs = KeyframeCodecs(opts.keyframe_codec, store, video_ids, clip_len)
+            keyframes, quality, split = self._keyframes(job, codecs, training, fit_cfg, emb_bits)
+            keyframe_payloads, lossy = keyframes.encode(quality, job.progress)
+            kf_cfg = {"codec": keyframes.codec, "quality": quality}
         side_bytes = sum(map(len, keyframe_payloads))
 
         # 2. the model, sized to what the budget leaves
-        emb_bits = opts.embedding_bits if isinstance(opts, EmbeddingOptions) else None
-
-        def config(model_cfg: dict[str, Any], bits: float) -> dict[str, Any]:
-            return {"model": self.name, "model_config": model_cfg, "clip_len": clip_len,
-                    "weights": {"bits": round(bits, 3), "prune": opts.prune},
-                    "embeddings": {"bits": emb_bits} if emb_bits is not None else None,
-                    "keyframes": kf_cfg or None}
-
-        params = opts.params
-        if target_bytes is not None and params is None:
-            with torch.device("meta"):
-                probe = create_model(self.name, opts.size, resolution, **extra)
-            params = self._params_for(job, side_bytes, config(jsonable(probe.config), DEFAULT_WEIGHT_BITS), probe,
-                                      emb_bits, table.total)
-        torch.manual_seed(opts.seed)
-        try:
-            model = create_model(self.name, opts.size, resolution, params=params, **extra)
-        except ValueError as err:
-            if target_bytes is None:
-                raise
-            raise CodecError(f"target {budget.target_bpp:.4g} bpp leaves room for about {params} weights, "
-                             f"and {err}; raise the target bpp"
-                             + (" or lower keyframe_share" if isinstance(opts, KeyframeOptions) else "")) from None
+        config = functools.partial(self._stored_config, opts, clip_len, emb_bits, kf_cfg)
+        model = self._sized_model(job, side_bytes, config, emb_bits, table.total)
         cfg = jsonable(model.config)
 
-        # 3. fit
-        fit_cfg = self._fit_config(job)
-        fingerprint = {"codec": self.name, "videos": self._dataset_id(store, video_ids), "model": cfg,
-                       "keyframes": kf_cfg, "fit": {k: str(v) for k, v in vars(fit_cfg).items()
-                                                    if k not in ("resume", "progress", "time_budget",
-                                                                 "checkpoint_dir", "num_workers")}}
+        # 3. fit (after a share search, with the time it left)
+        fit_cfg = final_fit(fit_cfg, searched=bool(split.get("candidates")))
         result = fit(training.trainable(model), training.items(store, video_ids, lossy), training.forward,
-                     fit_cfg, job.device, fingerprint)
+                     fit_cfg, job.device, self._fingerprint(store, video_ids, cfg, kf_cfg, fit_cfg))
         model = training.fitted(result.model).eval()
         if job.writer is None:  # a DDP rank other than 0: the fit was the shared work
             return {}
@@ -195,7 +154,7 @@ class NeuralCodec(Codec):
             bits = round(bits, 3)
         job.writer.put("model", "weights", pack_weights(state, bits))
         return {**config(cfg, bits),
-                "report": {"params": count_model_params(model), "weights_per_part": weights_per_part(model), "train_seconds": round(result.seconds, 1),
+                "report": {**({"rate_split": split} if split else {}), "params": count_model_params(model), "weights_per_part": weights_per_part(model), "train_seconds": round(result.seconds, 1),
                            "epochs": result.epochs_done, "steps": result.steps, "stopped_early": result.stopped_early,
                            "psnr_before_quantisation": float_psnr, "fit_psnr": result.psnr,
                            "fit": jsonable({k: v for k, v in dataclasses.asdict(fit_cfg).items()
@@ -223,19 +182,115 @@ class NeuralCodec(Codec):
         key = f"{store.height}x{store.width}@{store.fps}|" + "|".join(names)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    def _keyframe_quality(self, job: EncodeJob, budget: float) -> int:
-        """Highest keyframe quality whose bytes fit ``budget`` (quality is monotone in size)."""
-        opts: KeyframeOptions = job.options
-        lo, hi = images.QUALITY_RANGE[opts.keyframe_codec]
+    def _stored_config(self, opts: NeuralOptions, clip_len: int, emb_bits: int | None, kf_cfg: dict[str, Any],
+                       model_cfg: dict[str, Any], bits: float) -> dict[str, Any]:
+        """The codec config the archive stores."""
+        return {"model": self.name, "model_config": model_cfg, "clip_len": clip_len,
+                "weights": {"bits": round(bits, 3), "prune": opts.prune},
+                "embeddings": {"bits": emb_bits} if emb_bits is not None else None,
+                "keyframes": kf_cfg or None}
 
-        def size(q: int) -> int:
-            return sum(map(len, Keyframes(opts.keyframe_codec, q).encode(job.store, job.video_ids, opts.clip_len,
-                                                                          progress=False)[0]))
+    def _probe(self, opts: NeuralOptions, resolution: tuple[int, int]) -> nn.Module:
+        """The preset's model on the meta device: its config has the keys the sized one will have."""
+        extra = opts.model_overrides() if isinstance(opts, KeyframeOptions) else {}
+        with torch.device("meta"):
+            return create_model(self.name, opts.size, resolution, **extra)
+
+    def _sized_model(self, job: EncodeJob, side_bytes: int, config: Callable[[dict[str, Any], float], dict[str, Any]],
+                     emb_bits: int | None, num_frames: int) -> nn.Module:
+        """The model to fit: ``params`` weights if given, else sized to what a target leaves after
+        ``side_bytes`` of side information and the stored meta."""
+        opts: NeuralOptions = job.options
+        resolution = (job.store.height, job.store.width)
+        extra = opts.model_overrides() if isinstance(opts, KeyframeOptions) else {}
+        params = opts.params
+        if job.budget.target_bytes is not None and params is None:
+            probe = self._probe(opts, resolution)
+            params = self._params_for(job, side_bytes, config(jsonable(probe.config), DEFAULT_WEIGHT_BITS), probe,
+                                      emb_bits, num_frames)
+        torch.manual_seed(opts.seed)
         try:
-            return largest_within(size, budget, lo, hi)
-        except RateError as err:
-            raise CodecError(f"{opts.keyframe_codec} keyframes: {err}; raise the target bpp or keyframe_share") \
-                from None
+            return create_model(self.name, opts.size, resolution, params=params, **extra)
+        except ValueError as err:
+            if job.budget.target_bytes is None or opts.params is not None:
+                raise
+            # below the smallest model at the bits guessed: it may still fit at fewer bits (searched after fitting)
+            floor, floor_bytes = self._smallest_model(opts, resolution)
+            if params * BITS_PER_WEIGHT_GUESS / 8 < floor_bytes:
+                raise CodecError(f"target {job.budget.target_bpp:.4g} bpp leaves room for about {params} weights, "
+                                 f"and {err}; raise the target bpp") from None
+            torch.manual_seed(opts.seed)
+            return create_model(self.name, opts.size, resolution, params=floor, **extra)
+
+    @functools.lru_cache(maxsize=4)
+    def _smallest_model(self, opts: NeuralOptions, resolution: tuple[int, int]) -> tuple[int, int]:
+        """Weights of the smallest model the sizing rule builds here, and its bytes at the fewest bits
+        the weight search tries (measured on the initialised model)."""
+        extra = opts.model_overrides() if isinstance(opts, KeyframeOptions) else {}
+        floor = minimum_params(self.name, self._probe(opts, resolution).config, pinned=extra)
+        torch.manual_seed(opts.seed)
+        model = create_model(self.name, opts.size, resolution, params=floor, **extra)
+        return floor, len(pack_weights(stored_state(model), WEIGHT_BITS_RANGE[0]))
+
+    def _fingerprint(self, store: FrameStore, video_ids: Sequence[int], model_cfg: dict[str, Any],
+                     kf_cfg: dict[str, Any], fit_cfg: FitConfig) -> dict[str, Any]:
+        """What a fit checkpoint must match to be resumed."""
+        return {"codec": self.name, "videos": self._dataset_id(store, video_ids), "model": model_cfg,
+                "keyframes": kf_cfg, "fit": {k: str(v) for k, v in vars(fit_cfg).items()
+                                             if k not in ("resume", "progress", "time_budget", "checkpoint_dir",
+                                                          "num_workers")}}
+
+    def _keyframes(self, job: EncodeJob, codecs: KeyframeCodecs, training: Any, fit_cfg: FitConfig,
+                   emb_bits: int | None) -> tuple[Keyframes, int, dict[str, Any]]:
+        """The keyframe codec and quality, and how they were chosen (the report's ``rate_split``; empty
+        without a target).
+
+        Given a quality, or without a target: that quality (default 50) with the first codec. At a target
+        bpp: a share of the target (``keyframe_share``, else the best of a few candidate shares by short
+        fits; see `nvrloader.codecs.keyframes`), clipped to what the target can hold, is the keyframe
+        budget; the codec's highest quality within it (of the ``auto`` codecs, the one with the best
+        keyframe PSNR) is used."""
+        opts: KeyframeOptions = job.options
+        budget, target = job.budget, job.budget.target_bytes
+        if opts.keyframe_quality is not None or target is None:
+            quality = DEFAULT_KEYFRAME_QUALITY if opts.keyframe_quality is None else opts.keyframe_quality
+            return codecs.default, quality, {}
+        probe = self._probe(opts, (job.store.height, job.store.width))
+        widest = {"codec": max(codecs.by_name, key=len), "quality": 100}  # meta bytes not undercounted
+        meta = budget.meta_bytes(self._stored_config(opts, opts.clip_len, emb_bits, widest, jsonable(probe.config),
+                                                     DEFAULT_WEIGHT_BITS))
+        floor, floor_bytes = self._smallest_model(opts, (job.store.height, job.store.width))
+        feasible = share_range(codecs.lowest(), target, meta, floor_bytes, budget.target_bpp)
+        report: dict[str, Any] = {"feasible_shares": [round(feasible.low, 4), round(feasible.high, 4)],
+                                  "smallest_model": {"params": floor, "bytes": floor_bytes}}
+        shares = SHARE_CANDIDATES if opts.keyframe_share is None else (opts.keyframe_share,)
+        candidates = candidate_shares(feasible, codecs.best_within, target, shares)
+        if len(candidates) == 1:
+            share, codec, quality = candidates[0]
+            given = {} if opts.keyframe_share is None else {"given_share": opts.keyframe_share}
+            return codecs.by_name[codec], quality, {**report, **given, "share": round(share, 4), "codec": codec,
+                                                    "quality": quality}
+
+        def trial(codec: str, quality: int) -> dict[str, Any]:
+            payloads, lossy = codecs.by_name[codec].encode(quality)
+            config = functools.partial(self._stored_config, opts, opts.clip_len, emb_bits,
+                                       {"codec": codec, "quality": quality})
+            model = self._sized_model(job, sum(map(len, payloads)), config, emb_bits, training.layout.table.total)
+            short = short_fit(fit_cfg, len(candidates))
+            result = fit(training.trainable(model), training.items(job.store, job.video_ids, lossy), training.forward,
+                         short, job.device, self._fingerprint(job.store, job.video_ids, jsonable(model.config),
+                                                              {"codec": codec, "quality": quality}, short))
+            model = training.fitted(result.model).eval()
+            return {"psnr": self._psnr(model, training.layout, job.store, job.video_ids,
+                                       _FloatSide(lossy, None, job.device), job.device),
+                    "keyframe_psnr": codecs.by_name[codec].psnr(quality),
+                    "keyframe_bytes": sum(map(len, payloads)), "params": count_model_params(model),
+                    "epochs": result.epochs_done}
+
+        best, trials = search_share(candidates, trial)
+        return codecs.by_name[best["codec"]], best["quality"], {
+            **report, "share": best["share"], "codec": best["codec"], "quality": best["quality"], "candidates": trials,
+            "chosen_by": f"highest PSNR after short fits ({SEARCH_FRACTION:.0%} of the fit, float weights)"}
 
     @torch.no_grad()
     def _embeddings(self, model: nn.Module, store: FrameStore, video_ids: Sequence[int], bits: int,
