@@ -5,15 +5,27 @@ sequence codecs (``hevc-seq``, ``av1-seq``) code a video's keyframes as one bare
 sequence header and inter prediction between consecutive keyframes, decoded all at once
 (`encode_keyframes` / `decode_keyframes` take either kind).
 
-- ``avif`` (default): AV1 still image through Pillow (libaom). Carries a ~300-byte ISOBMFF
+- ``avif``: AV1 still image through Pillow (libaom). Carries a ~300-byte ISOBMFF
   container, which matters only for very small images.
 - ``hevc``: one HEVC intra frame through PyAV/libx265, stored as a bare Annex-B bitstream (no
   container; x265's informational SEI is switched off, it would cost ~2 KB per image).
 - ``av1``: one AV1 key frame through PyAV/SVT-AV1, stored as a bare OBU stream.
 - ``png``: lossless, for experiments.
 - ``hevc-seq`` / ``av1-seq``: the same encoders over the whole sequence, one group of pictures,
-  with the same quality map, chroma and limits as ``hevc`` / ``av1``. HEVC uses the classical
-  baseline's reproducible x265 settings; SVT-AV1 output was byte-identical across runs as is.
+  with the same quality map, chroma and limits as ``hevc`` / ``av1``.
+
+Streams against images, bytes at equal keyframe PSNR (BD-rate, `python -m nvrloader.study keyframes`,
+64x80, README): HEVC -16% (synthetic sample set, 2 fps, 3 keyframes a video), -23% / -33% (real
+clips at 2 / 4 fps); AV1 +3%, -18%, -30%. HEVC 4:4:4 streams are the best coding above about
+0.1-0.15 keyframe bits per frame pixel on real clips and at every rate on the synthetic set (where
+4:2:0 AV1 tops out near 30 dB); AV1 streams are best below that (and their header is smaller).
+
+Encoder settings (same measurement, BD-rate of the stream codings): x265 ``preset=slow`` with
+``ctu=32`` (-8% synthetic, -3% real against medium / 64-pixel CTUs; 32-pixel CTUs also keep x265
+from reading uninitialised memory at 64x80: 4 of 48 keyframe streams differed between runs before,
+none after) plus the classical baseline's reproducible settings; SVT-AV1 ``preset=4`` (-12% synthetic,
+-14% real against preset 8, at about the same time at 64x80; preset 2 gains another 7-10% at more
+time). SVT-AV1's output was byte-identical across runs and ``MALLOC_PERTURB_`` fills as is.
 
 ``quality`` is 0..100, higher is better, for every lossy codec: AVIF passes it to libavif, the
 video codecs map it linearly onto their CRF range (``crf = round((100 - quality) * max_crf / 100)``,

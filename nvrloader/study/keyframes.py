@@ -152,7 +152,7 @@ def plot(study: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from nvrloader.reporting import save_figure
+    from nvrloader.reporting import finish_plot
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     styles = {"image": "-", "video-stream": "--", "class-stream": ":"}
@@ -165,13 +165,8 @@ def plot(study: dict[str, Any], path: Path) -> Path:
             label = f"{codec} {coding}" + ("" if coding == "image" else f" (BD-rate vs image {delta})")
             ax.plot(rate, quality, styles.get(coding, "-"), marker="os^"[i % 3], color=f"C{i}", label=label)
     ax.set_xscale("log")
-    ax.set_xlabel("keyframe bits per pixel of all frames (log scale)")
-    ax.set_ylabel("keyframe PSNR (dB, mean over keyframes)")
-    ax.set_title(f"Keyframe coding: {title(study)}", fontsize=8)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=120)
+    return finish_plot(fig, ax, path, "keyframe bits per pixel of all frames (log scale)",
+                       "keyframe PSNR (dB, mean over keyframes)", f"Keyframe coding: {title(study)}", 8, 7)
 
 
 def write_outputs(study: dict[str, Any], out: Path) -> list[Path]:
