@@ -8,8 +8,8 @@ import pytest
 
 from nvrloader import build
 from nvrloader.codecs.base import CodecError
-from nvrloader.codecs.keyframes import (SEARCH_FRACTION, KeyframeCodecs, Keyframes, candidate_shares, final_fit,
-                                        search_share, share_range, short_fit)
+from nvrloader.codecs.keyframes import (SEARCH_FRACTION, Candidate, KeyframeCodecs, Keyframes, candidate_shares,
+                                        final_fit, planned_trials, search_split, share_range, short_fit)
 from nvrloader.fit import FitConfig
 
 
@@ -37,13 +37,14 @@ def test_shares_are_clipped_to_what_the_target_holds_and_deduplicated():
     feasible = share_range(linear.lowest(), 10_000, 500, 2000, 0.3)
     assert (feasible.low, feasible.high) == (0.1, 0.75)
     # 0.8 is above what leaves the smallest model room: clipped to 0.75
-    assert candidate_shares(feasible, linear.best_within, 10_000) == [(0.5, "hevc-seq", 40), (0.65, "hevc-seq", 55),
-                                                                      (0.75, "hevc-seq", 65)]
+    shares = (0.5, 0.65, 0.8)
+    assert candidate_shares(feasible, linear.best_within, 10_000, 4, shares) == [
+        Candidate(4, 0.5, "hevc-seq", 40), Candidate(4, 0.65, "hevc-seq", 55), Candidate(4, 0.75, "hevc-seq", 65)]
     # a codec whose size jumps: every share gives the same keyframes, so one candidate, the smallest share
     step = codecs_of(FakeKeyframes("hevc-seq", lambda q: 1000 if q < 90 else 20_000))
-    assert candidate_shares(feasible, step.best_within, 10_000) == [(0.5, "hevc-seq", 89)]
+    assert candidate_shares(feasible, step.best_within, 10_000, 8, shares) == [Candidate(8, 0.5, "hevc-seq", 89)]
     # a given share is one candidate, clipped too
-    assert candidate_shares(feasible, linear.best_within, 10_000, (0.99,)) == [(0.75, "hevc-seq", 65)]
+    assert candidate_shares(feasible, linear.best_within, 10_000, 2, (0.99,)) == [Candidate(2, 0.75, "hevc-seq", 65)]
 
 
 def test_infeasible_target_says_what_it_needs():
@@ -63,25 +64,29 @@ def test_auto_takes_the_codec_with_the_better_keyframes_at_each_budget():
     assert codecs.best_within(100) == ("av1-seq", 0)         # nothing fits: the smallest there is
 
 
-def test_search_keeps_the_best_trial_and_skips_models_that_cannot_be_built():
-    candidates = [(0.5, "av1-seq", 40), (0.65, "hevc-seq", 55), (0.8, "hevc-seq", 70)]
-    psnr = {40: 30.0, 55: 31.5, 70: 31.0}
+def test_search_tries_each_clip_length_then_the_shares_of_the_best():
+    by_clip = {clip: [Candidate(clip, share, "hevc-seq", round(100 * share)) for share in (0.5, 0.65, 0.8)]
+               for clip in (2, 4, 8)}
+    psnr = {2: 30.0, 4: 31.0, 8: 29.0}   # clip 4 wins the first stage; at clip 4, share 0.8 wins
 
-    def trial(codec, quality):
-        return {"psnr": psnr[quality]}
+    def trial(c):
+        return {"psnr": psnr[c.clip_len] + c.share}
 
-    best, trials = search_share(candidates, trial)
-    assert (best["share"], best["codec"], best["quality"]) == (0.65, "hevc-seq", 55) and len(trials) == 3
+    assert planned_trials(by_clip) == 5
+    best, trials = search_split(by_clip, trial)
+    assert [(t["clip_len"], t["share"]) for t in trials] == [(2, 0.65), (4, 0.65), (8, 0.65), (4, 0.5), (4, 0.8)]
+    assert (best["clip_len"], best["share"], best["quality"]) == (4, 0.8, 80)
 
-    def failing(codec, quality):
-        if quality == 55:
+    def failing(c):
+        if c.clip_len == 4:
             raise CodecError("no room")
-        return trial(codec, quality)
+        return trial(c)
 
-    best, trials = search_share(candidates, failing)
-    assert best["quality"] == 70 and trials[1]["error"] == "no room" and trials[1]["psnr"] is None
-    with pytest.raises(CodecError, match="no keyframe share builds a model"):
-        search_share(candidates, lambda c, q: failing(c, 55))
+    best, trials = search_split(by_clip, failing)
+    assert (best["clip_len"], best["share"]) == (2, 0.8) and trials[1]["error"] == "no room"
+    assert trials[1]["psnr"] is None and len(trials) == 5
+    with pytest.raises(CodecError, match="no keyframe split builds a model"):
+        search_split(by_clip, lambda c: failing(Candidate(4, 0.5, "hevc-seq", 1)))
 
 
 def test_short_fits_take_a_fraction_of_the_fit():
@@ -90,8 +95,10 @@ def test_short_fits_take_a_fraction_of_the_fit():
     assert short.epochs == max(1, round(12 * SEARCH_FRACTION / 3)) and short.time_budget == pytest.approx(10.0)
     assert short.checkpoint_dir is None and not short.resume
     assert short_fit(FitConfig(epochs=2), 3).epochs == 1
-    assert final_fit(cfg, searched=True).time_budget == pytest.approx(90.0)
-    assert final_fit(cfg, searched=False) is cfg and final_fit(FitConfig(epochs=5), searched=True).epochs == 5
+    final = final_fit(cfg, short)
+    assert final.time_budget == pytest.approx(90.0) and final.epochs == 12 - short.epochs
+    assert final.checkpoint_dir == cfg.checkpoint_dir and final.resume
+    assert final_fit(FitConfig(epochs=1), short_fit(FitConfig(epochs=1), 3)).epochs == 1
 
 
 @pytest.fixture(scope="module")
@@ -103,18 +110,20 @@ def frames_8fps(synth_root, tmp_path_factory):
             "--no-eval"]
 
 
-def test_searched_split_picks_the_best_trial_and_lands_on_the_target(frames_8fps, tmp_path):
+def test_searched_split_picks_the_best_trial_and_lands_on_the_target(synth_root, tmp_path):
     out = tmp_path / "dnerv.nvr"
-    target = 0.5
-    assert build.main([*frames_8fps, "--codec", "dnerv", "--target-bpp", str(target), "--epochs", "1",
-                       "-o", str(out)]) == 0
+    target = 1.0   # the 8 test videos at 4 fps (44 frames): every clip length fits
+    assert build.main([str(synth_root), "--resolution", "64x80", "--fps", "4", "--subset", "test", "--cache-dir",
+                       str(tmp_path / "cache"), "--device", "cpu", "--no-eval", "--codec", "dnerv",
+                       "--target-bpp", str(target), "--epochs", "1", "-o", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     split = report["rate_split"]
-    trials = split["candidates"]
-    assert len(trials) >= 2
+    trials = split["trials"]
+    assert len(trials) == split["trials_planned"] >= 3 and {t["clip_len"] for t in trials} == {2, 4, 8}
     best = max(trials, key=lambda t: t["psnr"])
-    assert (split["codec"], split["quality"]) == (best["codec"], best["quality"])
+    assert (split["clip_len"], split["codec"], split["quality"]) == (best["clip_len"], best["codec"], best["quality"])
     assert report["codec_config"]["keyframes"] == {"codec": split["codec"], "quality": split["quality"]}
+    assert report["codec_config"]["clip_len"] == split["clip_len"]
     assert report["bytes_keyframes"] == best["keyframe_bytes"]
     target_bytes = target * 64 * 80 * report["num_frames"] / 8
     assert all(t["keyframe_bytes"] <= t["share"] * target_bytes for t in trials)
@@ -129,7 +138,8 @@ def test_a_low_rate_h264_reaches_is_not_refused(frames_8fps, tmp_path):
     reached = json.loads(h264.with_suffix(".json").read_text())["bpp"]
     out = tmp_path / "dnerv.nvr"
     assert build.main([*frames_8fps, "--codec", "dnerv", "--target-bpp", str(reached), "--keyframe-share", "0.75",
-                       "--epochs", "1", "-o", str(out)]) == 0
+                       "--clip-len", "8", "--epochs", "1", "-o", str(out)]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert abs(report["bpp"] / reached - 1) <= 0.02
-    assert report["rate_split"]["share"] < 0.75 == report["rate_split"]["given_share"]
+    split = report["rate_split"]
+    assert split["share"] < 0.75 and split["given"] == {"keyframe_share": 0.75, "clip_len": 8}

@@ -4,8 +4,9 @@ and the weights, chosen by measurement.
 The share of the target given to keyframes fixes their quality (the highest whose bytes fit) and
 the model is sized to the rest. Which share is best depends on the data, the frame rate and the
 budget, so at a target bpp a few shares are tried with short fits (``SEARCH_FRACTION`` of the fit's
-epochs or time budget, split between them) and the one with the best PSNR is fitted in full;
-``keyframe_share`` skips the search.
+epochs or time budget, split between them) and the one with the best PSNR goes on to the full fit
+from its trial's weights, with the epochs and time the search left; ``keyframe_share`` skips the
+search.
 
 Every share is first clipped to the feasible range: at least the keyframes' lowest quality, and at
 most what leaves room for the smallest model the sizing rule builds at this resolution. A target
@@ -29,7 +30,9 @@ from nvrloader.fit import FitConfig
 from nvrloader.framestore import FrameStore
 from nvrloader.rate import largest_within
 
-SHARE_CANDIDATES = (0.5, 0.65, 0.8)   # keyframe shares tried at a target bpp (the paper fixes 0.75)
+SHARE_CANDIDATES = (0.55, 0.7, 0.85)  # keyframe shares tried at a target bpp (the paper fixes 0.75)
+CLIP_CANDIDATES = (2, 4, 8)           # keyframe intervals tried (the paper's clips are 8 frames)
+DEFAULT_CLIP_LEN = 8                  # without a target
 SEARCH_FRACTION = 0.25                # of the fit's epochs or time budget, spent on the candidates together
 # auto: the stream codec with the higher keyframe PSNR at the keyframe budget. Measured (python -m
 # nvrloader.study keyframes, README): HEVC 4:4:4 streams win above about 0.1-0.15 keyframe bpp on real
@@ -151,14 +154,31 @@ def share_range(lowest_keyframe_bytes: int, target_bytes: float, meta_bytes: int
     return ShareRange(low, high)
 
 
+@dataclass(frozen=True)
+class Candidate:
+    """One way to split a target: keyframes every ``clip_len`` frames, coded with ``codec`` at
+    ``quality`` (the best that fits ``share`` of the target), the model sized to the rest."""
+
+    clip_len: int
+    share: float
+    codec: str
+    quality: int
+
+
 def candidate_shares(feasible: ShareRange, best_within: Callable[[float], tuple[str, int]], target_bytes: float,
-                     shares: Sequence[float] = SHARE_CANDIDATES) -> list[tuple[float, str, int]]:
-    """(share, keyframe codec, quality) to try: each share clipped to the feasible range; shares that
-    give the same keyframes are one candidate (the smallest such share: the rest goes to the model)."""
+                     clip_len: int, shares: Sequence[float] = SHARE_CANDIDATES) -> list[Candidate]:
+    """The candidates at one clip length, by share: each share clipped to the feasible range; shares
+    that give the same keyframes are one candidate (the smallest such share: the rest goes to the model)."""
     by_choice: dict[tuple[str, int], float] = {}
     for share in sorted(feasible.clip(s) for s in shares):
         by_choice.setdefault(best_within(share * target_bytes), share)
-    return sorted((share, codec, quality) for (codec, quality), share in by_choice.items())
+    return sorted((Candidate(clip_len, share, codec, quality) for (codec, quality), share in by_choice.items()),
+                  key=lambda c: c.share)
+
+
+def planned_trials(by_clip: dict[int, list[Candidate]]) -> int:
+    """Trials :func:`search_split` runs: one per clip length, then the other shares of one clip length."""
+    return len(by_clip) + max(map(len, by_clip.values())) - 1
 
 
 def short_fit(config: FitConfig, count: int) -> FitConfig:
@@ -169,27 +189,38 @@ def short_fit(config: FitConfig, count: int) -> FitConfig:
     return dataclasses.replace(config, epochs=epochs, time_budget=budget, checkpoint_dir=None, resume=False)
 
 
-def final_fit(config: FitConfig, searched: bool) -> FitConfig:
-    """The full fit after a search: a time budget keeps what the search did not spend (epochs are as asked)."""
-    if not searched or config.time_budget is None:
-        return config
-    return dataclasses.replace(config, time_budget=config.time_budget * (1 - SEARCH_FRACTION))
+def final_fit(config: FitConfig, trial: FitConfig) -> FitConfig:
+    """The full fit after a search, going on from the chosen trial's weights: the epochs the trial did
+    not run (at least one), and the time the search did not spend."""
+    budget = None if config.time_budget is None else config.time_budget * (1 - SEARCH_FRACTION)
+    return dataclasses.replace(config, epochs=max(1, config.epochs - trial.epochs), time_budget=budget)
 
 
-def search_share(candidates: list[tuple[float, str, int]], trial: Callable[[str, int], dict[str, Any]]
+def search_split(by_clip: dict[int, list[Candidate]], trial: Callable[[Candidate], dict[str, Any]]
                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The trial (a short fit of ``trial(codec, quality)``) of the candidate with the highest ``psnr``,
-    and every trial. A candidate whose model cannot be built is recorded with its reason and skipped."""
-    trials = []
-    for share, codec, quality in candidates:
-        start = time.perf_counter()
-        try:
-            result = trial(codec, quality)
-        except CodecError as err:
-            result = {"psnr": None, "error": str(err)}
-        trials.append({"share": round(share, 4), "codec": codec, "quality": quality, **result,
-                       "seconds": round(time.perf_counter() - start, 1)})
-    done = [t for t in trials if t["psnr"] is not None]
-    if not done:
-        raise CodecError("no keyframe share builds a model: " + "; ".join(t["error"] for t in trials))
-    return max(done, key=lambda t: t["psnr"]), trials
+    """The trial (a short fit, ``trial(candidate)``) with the highest ``psnr``, and every trial, in two
+    stages: every clip length at its middle share, then the other shares at the best clip length.
+
+    A candidate whose model cannot be built is recorded with its reason and skipped."""
+    trials: list[dict[str, Any]] = []
+
+    def run(candidates: list[Candidate]) -> None:
+        for candidate in candidates:
+            start = time.perf_counter()
+            try:
+                result = trial(candidate)
+            except CodecError as err:
+                result = {"psnr": None, "error": str(err)}
+            trials.append({**dataclasses.asdict(candidate), "share": round(candidate.share, 4), **result,
+                           "seconds": round(time.perf_counter() - start, 1)})
+
+    def best() -> dict[str, Any]:
+        done = [t for t in trials if t["psnr"] is not None]
+        if not done:
+            raise CodecError("no keyframe split builds a model: " + "; ".join(t["error"] for t in trials))
+        return max(done, key=lambda t: t["psnr"])
+
+    run([candidates[len(candidates) // 2] for candidates in by_clip.values()])
+    chosen = by_clip[best()["clip_len"]]
+    run([c for i, c in enumerate(chosen) if i != len(chosen) // 2])
+    return best(), trials

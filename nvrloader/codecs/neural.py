@@ -19,8 +19,9 @@ import torch
 from torch import nn
 
 from nvrloader.codecs.base import Codec, CodecError, EncodeJob, register_codec
-from nvrloader.codecs.keyframes import (SEARCH_FRACTION, SHARE_CANDIDATES, KeyframeCodecs, Keyframes,
-                                        candidate_shares, final_fit, search_share, share_range, short_fit)
+from nvrloader.codecs.keyframes import (CLIP_CANDIDATES, DEFAULT_CLIP_LEN, SEARCH_FRACTION, SHARE_CANDIDATES,
+                                        Candidate, KeyframeCodecs, Keyframes, candidate_shares, final_fit,
+                                        planned_trials, search_split, share_range, short_fit)
 from nvrloader.codecs.options import CodecOptions, EmbeddingOptions, KeyframeOptions, NeuralOptions
 from nvrloader.codecs.training import training_for
 from nvrloader.compress import quant
@@ -93,36 +94,37 @@ class NeuralCodec(Codec):
                          checkpoint_dir=job.checkpoint_dir, resume=job.resume, progress=job.progress)
 
     def encode(self, job: EncodeJob) -> dict[str, Any]:
-        opts: NeuralOptions = job.options
-        store, video_ids, budget = job.store, job.video_ids, job.budget
-        family = model_family(self.name)
-        clip_len = opts.clip_len if isinstance(opts, KeyframeOptions) else 8
-        table = FrameTable(tuple(store.num_frames(v) for v in video_ids))
-        training = training_for(family.layout, table, clip_len)
-        target_bytes = budget.target_bytes
-        emb_bits = opts.embedding_bits if isinstance(opts, EmbeddingOptions) else None
         fit_cfg = self._fit_config(job)
+        emb_bits = job.options.embedding_bits if isinstance(job.options, EmbeddingOptions) else None
 
         # 1. keyframes first: their decoded (lossy) pixels are the D-NeRV model's training input; at a
-        #    target bpp their quality follows the measured rate split
+        #    target bpp their interval, codec and quality follow the measured rate split
         keyframe_payloads: list[bytes] = []
         lossy: dict[int, np.ndarray] = {}
         kf_cfg: dict[str, Any] = {}
         split: dict[str, Any] = {}
-        if isinstance(opts, KeyframeOptions):
-            codecs = KeyframeCodecs(opts.keyframe_codec, store, video_ids, clip_len)
-            keyframes, quality, split = self._keyframes(job, codecs, training, fit_cfg, emb_bits)
+        warm: dict[str, torch.Tensor] | None = None
+        if isinstance(job.options, KeyframeOptions):
+            keyframes, quality, split, warm = self._keyframes(job, fit_cfg, emb_bits)
+            job = self._with_clip_len(job, keyframes.clip_len)
             keyframe_payloads, lossy = keyframes.encode(quality, job.progress)
             kf_cfg = {"codec": keyframes.codec, "quality": quality}
+        opts: NeuralOptions = job.options
+        store, video_ids, budget = job.store, job.video_ids, job.budget
+        clip_len = opts.clip_len if isinstance(opts, KeyframeOptions) else 8
+        training = self._training(job, clip_len)
+        target_bytes = budget.target_bytes
         side_bytes = sum(map(len, keyframe_payloads))
 
         # 2. the model, sized to what the budget leaves
         config = functools.partial(self._stored_config, opts, clip_len, emb_bits, kf_cfg)
-        model = self._sized_model(job, side_bytes, config, emb_bits, table.total)
+        model = self._sized_model(job, side_bytes, config, emb_bits, training.layout.table.total)
         cfg = jsonable(model.config)
 
-        # 3. fit (after a share search, with the time it left)
-        fit_cfg = final_fit(fit_cfg, searched=bool(split.get("candidates")))
+        # 3. fit (after a search: from the chosen trial's weights, with the epochs or time the search left)
+        if warm is not None:
+            model.load_state_dict(warm)
+            fit_cfg = final_fit(fit_cfg, short_fit(fit_cfg, split["trials_planned"]))
         result = fit(training.trainable(model), training.items(store, video_ids, lossy), training.forward,
                      fit_cfg, job.device, self._fingerprint(store, video_ids, cfg, kf_cfg, fit_cfg))
         model = training.fitted(result.model).eval()
@@ -240,57 +242,93 @@ class NeuralCodec(Codec):
                                              if k not in ("resume", "progress", "time_budget", "checkpoint_dir",
                                                           "num_workers")}}
 
-    def _keyframes(self, job: EncodeJob, codecs: KeyframeCodecs, training: Any, fit_cfg: FitConfig,
-                   emb_bits: int | None) -> tuple[Keyframes, int, dict[str, Any]]:
-        """The keyframe codec and quality, and how they were chosen (the report's ``rate_split``; empty
-        without a target).
+    def _training(self, job: EncodeJob, clip_len: int) -> Any:
+        """The family's training half over the job's videos."""
+        table = FrameTable(tuple(job.store.num_frames(v) for v in job.video_ids))
+        return training_for(model_family(self.name).layout, table, clip_len)
 
-        Given a quality, or without a target: that quality (default 50) with the first codec. At a target
-        bpp: a share of the target (``keyframe_share``, else the best of a few candidate shares by short
-        fits; see `nvrloader.codecs.keyframes`), clipped to what the target can hold, is the keyframe
-        budget; the codec's highest quality within it (of the ``auto`` codecs, the one with the best
-        keyframe PSNR) is used."""
+    @staticmethod
+    def _with_clip_len(job: EncodeJob, clip_len: int) -> EncodeJob:
+        """The job with D-NeRV's clip length decided (the options then build that model)."""
+        return dataclasses.replace(job, options=dataclasses.replace(job.options, clip_len=clip_len))
+
+    def _keyframes(self, job: EncodeJob, fit_cfg: FitConfig, emb_bits: int | None
+                   ) -> tuple[Keyframes, int, dict[str, Any], dict[str, torch.Tensor] | None]:
+        """The keyframes (interval and codec) and their quality, how they were chosen (the report's
+        ``rate_split``; empty without a target) and, after a search, the chosen trial's weights (the
+        full fit goes on from them).
+
+        Given a quality, or without a target: that quality (default 50) with the first codec, every
+        ``clip_len`` (default 8) frames. At a target bpp, for each clip length (``clip_len``, else
+        2, 4 and 8) a share of the target (``keyframe_share``, else a few) clipped to what the target
+        can hold is the keyframe budget, and the codec's highest quality within it (of the ``auto``
+        codecs, the one with the best keyframe PSNR) is used; short fits pick among these candidates
+        (`nvrloader.codecs.keyframes`)."""
         opts: KeyframeOptions = job.options
         budget, target = job.budget, job.budget.target_bytes
         if opts.keyframe_quality is not None or target is None:
+            codecs = KeyframeCodecs(opts.keyframe_codec, job.store, job.video_ids, opts.clip_len or DEFAULT_CLIP_LEN)
             quality = DEFAULT_KEYFRAME_QUALITY if opts.keyframe_quality is None else opts.keyframe_quality
-            return codecs.default, quality, {}
-        probe = self._probe(opts, (job.store.height, job.store.width))
-        widest = {"codec": max(codecs.by_name, key=len), "quality": 100}  # meta bytes not undercounted
-        meta = budget.meta_bytes(self._stored_config(opts, opts.clip_len, emb_bits, widest, jsonable(probe.config),
-                                                     DEFAULT_WEIGHT_BITS))
-        floor, floor_bytes = self._smallest_model(opts, (job.store.height, job.store.width))
-        feasible = share_range(codecs.lowest(), target, meta, floor_bytes, budget.target_bpp)
-        report: dict[str, Any] = {"feasible_shares": [round(feasible.low, 4), round(feasible.high, 4)],
-                                  "smallest_model": {"params": floor, "bytes": floor_bytes}}
+            return codecs.default, quality, {}, None
+        resolution = (job.store.height, job.store.width)
         shares = SHARE_CANDIDATES if opts.keyframe_share is None else (opts.keyframe_share,)
-        candidates = candidate_shares(feasible, codecs.best_within, target, shares)
-        if len(candidates) == 1:
-            share, codec, quality = candidates[0]
-            given = {} if opts.keyframe_share is None else {"given_share": opts.keyframe_share}
-            return codecs.by_name[codec], quality, {**report, **given, "share": round(share, 4), "codec": codec,
-                                                    "quality": quality}
+        codecs_by_clip: dict[int, KeyframeCodecs] = {}
+        by_clip: dict[int, list[Candidate]] = {}
+        report: dict[str, Any] = {"feasible_shares": {}, "smallest_model": {}, "refused": {}}
+        for clip_len in (CLIP_CANDIDATES if opts.clip_len is None else (opts.clip_len,)):
+            clip_opts = self._with_clip_len(job, clip_len).options
+            codecs = KeyframeCodecs(opts.keyframe_codec, job.store, job.video_ids, clip_len)
+            widest = {"codec": max(codecs.by_name, key=len), "quality": 100}  # meta bytes not undercounted
+            meta = budget.meta_bytes(self._stored_config(clip_opts, clip_len, emb_bits, widest,
+                                                         jsonable(self._probe(clip_opts, resolution).config),
+                                                         DEFAULT_WEIGHT_BITS))
+            floor, floor_bytes = self._smallest_model(clip_opts, resolution)
+            try:
+                feasible = share_range(codecs.lowest(), target, meta, floor_bytes, budget.target_bpp)
+            except CodecError as err:  # too many keyframes for the target at this interval
+                report["refused"][clip_len] = str(err)
+                continue
+            codecs_by_clip[clip_len] = codecs
+            by_clip[clip_len] = candidate_shares(feasible, codecs.best_within, target, clip_len, shares)
+            report["feasible_shares"][clip_len] = [round(feasible.low, 4), round(feasible.high, 4)]
+            report["smallest_model"][clip_len] = {"params": floor, "bytes": floor_bytes}
+        if not by_clip:
+            raise CodecError(report["refused"][max(report["refused"])])  # the longest clips need the least
+        given = {k: getattr(opts, k) for k in ("keyframe_share", "clip_len") if getattr(opts, k) is not None}
+        planned = planned_trials(by_clip)
+        if planned == 1:
+            (only,) = (c for candidates in by_clip.values() for c in candidates)
+            return codecs_by_clip[only.clip_len].by_name[only.codec], only.quality, {
+                **report, "given": given, **dataclasses.asdict(only), "share": round(only.share, 4)}, None
+        states: dict[Candidate, dict[str, torch.Tensor]] = {}
 
-        def trial(codec: str, quality: int) -> dict[str, Any]:
-            payloads, lossy = codecs.by_name[codec].encode(quality)
-            config = functools.partial(self._stored_config, opts, opts.clip_len, emb_bits,
-                                       {"codec": codec, "quality": quality})
-            model = self._sized_model(job, sum(map(len, payloads)), config, emb_bits, training.layout.table.total)
-            short = short_fit(fit_cfg, len(candidates))
+        def trial(candidate: Candidate) -> dict[str, Any]:
+            clip_job = self._with_clip_len(job, candidate.clip_len)
+            training = self._training(clip_job, candidate.clip_len)
+            keyframes = codecs_by_clip[candidate.clip_len].by_name[candidate.codec]
+            payloads, lossy = keyframes.encode(candidate.quality)
+            config = functools.partial(self._stored_config, clip_job.options, candidate.clip_len, emb_bits,
+                                       {"codec": candidate.codec, "quality": candidate.quality})
+            model = self._sized_model(clip_job, sum(map(len, payloads)), config, emb_bits, training.layout.table.total)
+            short = short_fit(fit_cfg, planned)
             result = fit(training.trainable(model), training.items(job.store, job.video_ids, lossy), training.forward,
                          short, job.device, self._fingerprint(job.store, job.video_ids, jsonable(model.config),
-                                                              {"codec": codec, "quality": quality}, short))
+                                                              dataclasses.asdict(candidate), short))
             model = training.fitted(result.model).eval()
+            states[candidate] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             return {"psnr": self._psnr(model, training.layout, job.store, job.video_ids,
                                        _FloatSide(lossy, None, job.device), job.device),
-                    "keyframe_psnr": codecs.by_name[codec].psnr(quality),
-                    "keyframe_bytes": sum(map(len, payloads)), "params": count_model_params(model),
-                    "epochs": result.epochs_done}
+                    "keyframe_psnr": keyframes.psnr(candidate.quality), "keyframe_bytes": sum(map(len, payloads)),
+                    "params": count_model_params(model), "epochs": result.epochs_done}
 
-        best, trials = search_share(candidates, trial)
-        return codecs.by_name[best["codec"]], best["quality"], {
-            **report, "share": best["share"], "codec": best["codec"], "quality": best["quality"], "candidates": trials,
-            "chosen_by": f"highest PSNR after short fits ({SEARCH_FRACTION:.0%} of the fit, float weights)"}
+        best, trials = search_split(by_clip, trial)
+        chosen = next(c for c in states if (c.clip_len, c.codec, c.quality) ==
+                      (best["clip_len"], best["codec"], best["quality"]))
+        return codecs_by_clip[chosen.clip_len].by_name[chosen.codec], chosen.quality, {
+            **report, "given": given, **{k: best[k] for k in ("clip_len", "share", "codec", "quality")},
+            "trials": trials, "trials_planned": planned,
+            "chosen_by": f"highest PSNR after short fits ({SEARCH_FRACTION:.0%} of the fit, float weights); the "
+                         "full fit goes on from the chosen trial"}, states[chosen]
 
     @torch.no_grad()
     def _embeddings(self, model: nn.Module, store: FrameStore, video_ids: Sequence[int], bits: int,

@@ -96,7 +96,9 @@ class KeyframeOptions(NeuralOptions):
     keyframe_share: float | None = option(None, "share of a target bpp budget given to D-NeRV keyframes (default: "
                                           "the best of a few shares by short fits; the paper gives 0.75)",
                                           low=0.01, high=0.99)
-    clip_len: int = option(8, "D-NeRV clip length in frames", low=2, high=64)
+    clip_len: int | None = option(None, "D-NeRV clip length in frames: keyframes at every clip boundary (default: "
+                                  "searched among 2, 4, 8 with the keyframe share at a target bpp, else the paper's 8)",
+                                  low=2, high=64)
     # the paper's ablation switches (None: the model's default)
     rgb_residual: bool | None = option(None, "D-NeRV RGB head predicts a correction to the warped keyframes")
     fusion: str | None = option(None, "D-NeRV content fusion: SAF or U-Net-style concatenation",
@@ -108,8 +110,7 @@ class KeyframeOptions(NeuralOptions):
     def model_overrides(self) -> dict[str, Any]:
         """Constructor arguments of the D-NeRV model these options set (clip length and switches)."""
         switches = ("rgb_residual", "fusion", "gtmlp", "flow", "multiscale_flow")
-        return {"clip_len": self.clip_len,
-                **{k: getattr(self, k) for k in switches if getattr(self, k) is not None}}
+        return {k: getattr(self, k) for k in ("clip_len", *switches) if getattr(self, k) is not None}
 
 
 # Neural options by a model family's layout: a new family with an existing layout needs nothing here.
