@@ -13,11 +13,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from nvrloader.cliargs import parse_resolution
 from nvrloader.sources import SPLITS as VIDEO_SPLITS, UCF_SPLITS
 from nvrloader.video import RESIZE_MODES
+
+if TYPE_CHECKING:
+    from nvrloader.framestore import FrameStore
 
 DEMO = {"classes": 6, "videos_per_class": 12, "seed": 0}
 DEFAULT_CODEC = "dnerv"
@@ -92,6 +95,21 @@ def _main_process_first(fn: Callable[[], Any]) -> Any:
     return result
 
 
+def frame_store(source: str | os.PathLike | None, frames: FrameSpec, cache_dir: Path, skip_bad: bool = False,
+                progress: bool = True) -> tuple[Path, FrameStore]:
+    """The source folder (None: the synthetic sample dataset) and its FrameStore for ``frames``,
+    built into ``cache_dir`` on first use (by the main process first under torchrun)."""
+    from nvrloader.framestore import open_or_build_framestore
+    from nvrloader.sources import discover
+
+    src = _main_process_first(lambda: demo_source(cache_dir)) if source is None else Path(source)
+    index = discover(src, split=frames.split)
+    store = _main_process_first(lambda: open_or_build_framestore(
+        index, cache_dir, frames.fps, frames.resolution, frames.resize_mode, split=frames.split,
+        subset=frames.subset, skip_bad=skip_bad, progress=progress))
+    return src, store
+
+
 def build_archive(source: str | os.PathLike | None, output: str | os.PathLike, codec: str = DEFAULT_CODEC,
                   options: Any = None, *, frames: FrameSpec | None = None, target_bpp: float | None = None,
                   match: str | os.PathLike | None = None, device: str = "auto", resume: bool = False,
@@ -112,10 +130,8 @@ def build_archive(source: str | os.PathLike | None, output: str | os.PathLike, c
     from nvrloader.device import resolve_device
     from nvrloader.distributed import init_distributed, is_main_process
     from nvrloader.eval import evaluate as evaluate_archive, size_report
-    from nvrloader.framestore import open_or_build_framestore
     from nvrloader.rate import Budget
     from nvrloader.reporting import default_cache_dir, write_json
-    from nvrloader.sources import discover
 
     output = Path(output)
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -141,12 +157,8 @@ def build_archive(source: str | os.PathLike | None, output: str | os.PathLike, c
     _, world, _ = init_distributed()
     if world > 1 and not coder.distributed:
         raise ValueError(f"codec {codec!r} does not use several processes; run it without torchrun")
-    src = _main_process_first(lambda: demo_source(cache_dir)) if source is None else Path(source)
+    src, store = frame_store(source, frames, cache_dir, skip_bad, progress)
     dev = resolve_device(device)
-    index = discover(src, split=frames.split)
-    store = _main_process_first(lambda: open_or_build_framestore(
-        index, cache_dir, frames.fps, frames.resolution, frames.resize_mode, split=frames.split,
-        subset=frames.subset, skip_bad=skip_bad, progress=progress))
     video_ids = list(range(len(store)))
     if not video_ids:
         raise ValueError(f"{src}: no videos in subset {frames.subset!r}")

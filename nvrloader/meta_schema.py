@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from nvrloader.compress.images import CODECS as IMAGE_CODECS
+from nvrloader.compress.images import KEYFRAME_CODECS
 
 # Sane limits: far above any real dataset, far below what would exhaust a machine.
 MAX_SIDE = 8192            # frame height / width in pixels
@@ -192,7 +192,7 @@ NEURAL_CONFIG = Obj(required={
     "clip_len": Int(1, MAX_CLIP_LEN),
     "weights": Obj(required={"bits": Num(1, 16)}, optional={"prune": Num(0, 1)}),
     "embeddings": OneOf((Null(), Obj(required={"bits": Num(1, 16)}))),
-    "keyframes": OneOf((Null(), Obj(required={"codec": Text(IMAGE_CODECS), "quality": Int(0, 100)}))),
+    "keyframes": OneOf((Null(), Obj(required={"codec": Text(KEYFRAME_CODECS), "quality": Int(0, 100)}))),
 })
 CLASSICAL_CONFIG = Obj(required={}, optional={
     "encoder": Text(("libx264", "libx265")), "crf": Num(0, 51), "preset": Text(max_len=64),

@@ -52,3 +52,15 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int) -> Path:
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def finish_plot(fig: Any, ax: Any, path: str | os.PathLike, xlabel: str, ylabel: str, title: str,
+                title_size: int = 9, legend_size: int = 8, dpi: int = 120) -> Path:
+    """Label, title, grid and legend an axes, then save its figure as :func:`save_figure` does."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=title_size)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size, loc="best")
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=dpi)

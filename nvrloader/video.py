@@ -5,7 +5,7 @@ in-memory stream) it concerns, so a dataset build can name the bad video and mov
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,14 +228,16 @@ def _pixel_bound(size: tuple[int, int]) -> int:
 
 
 def decode_bytes(data: bytes, codec: str, num_frames: int | None = None,
-                 size: tuple[int, int] | None = None) -> np.ndarray:
+                 size: tuple[int, int] | None = None,
+                 to_rgb: Callable[[av.VideoFrame], np.ndarray] | None = None) -> np.ndarray:
     """Decode every frame of a bare elementary stream (the inverse of `encode_frames`).
 
     ``codec`` is the FFmpeg decoder ("h264", "hevc"): its parser splits the bytes into packets and
     only that decoder sees them, with no demuxer and no format probing. For an untrusted stream,
     ``num_frames`` and ``size`` (H, W) are what it must decode to: decoding stops with a VideoError
     at the first frame past ``num_frames`` or of another size, and pictures much larger than
-    ``size`` are refused before FFmpeg allocates them.
+    ``size`` are refused before FFmpeg allocates them. ``to_rgb`` converts a decoded picture
+    (default: FFmpeg's rgb24 conversion).
     """
     name = f"<in-memory {codec} stream of {len(data)} bytes>"
     frames = []
@@ -249,7 +251,7 @@ def decode_bytes(data: bytes, codec: str, num_frames: int | None = None,
                     raise VideoError(f"{name}: holds more than the expected {num_frames} frames")
                 if size is not None and (frame.height, frame.width) != tuple(size):
                     raise VideoError(f"{name}: has {frame.height}x{frame.width} frames, expected {size[0]}x{size[1]}")
-                frames.append(frame.to_ndarray(format="rgb24"))
+                frames.append(frame.to_ndarray(format="rgb24") if to_rgb is None else to_rgb(frame))
     except (av.FFmpegError, OSError) as e:
         raise VideoError(f"{name}: cannot decode ({e})") from e
     if not frames:

@@ -15,6 +15,20 @@ import numpy as np
 from nvrloader.annexb import strip_user_data
 from nvrloader.video import VideoError
 
+# Reproducible builds (encoder options by encoder; also used for D-NeRV's HEVC keyframes): with
+# PyAV's bundled encoders the same frames and options decoded to different pixels from run to run
+# (x264: 6 of 12 synthetic videos, up to 21 levels apart; x265: 6 of 12). x264 is bit-identical
+# without its assembly (same rate-distortion: crf 24/32/40 on 24 videos, bytes
+# within 1%, equal PSNR; 2-3x the encoding time). x265 needed no assembly, one thread and fixed
+# B-frame placement (adaptive placement was the remaining source: 1 of 36 encodes differed with
+# it on, 0 of 36 off; on the same 24 videos its rate-distortion is within 0.2 dB of the default).
+# Decoding is unaffected. Stored bare, equal inputs give byte-identical streams, with one known
+# exception: x265 reads uninitialised memory at 64x80 with its 64-pixel CTUs (the same encode under
+# different MALLOC_PERTURB_ fills differed in 10 of the 72 sample videos at crf 30, 1 at crf 51;
+# none at 48x64, 128x160, 256x320). ctu=32 removes it (0 of 72) but at 256x320 costs 1.7% more bytes
+# and 0.07-0.19 dB (crf 30/40), so it is not set.
+REPRODUCIBLE = {"libx264": {"x264-params": "no-asm=1"},
+                "libx265": {"x265-params": "pools=none:frame-threads=1:lookahead-slices=0:asm=0:b-adapt=0"}}
 BARE_STREAMS = {"libx264": "h264", "libx265": "hevc"}  # encoder -> the decoder of its elementary stream
 
 

@@ -12,8 +12,8 @@ import pytest
 from nvrloader import build
 from nvrloader.archive import open_archive
 from nvrloader.codecs import codec_names
-from nvrloader.codecs.options import IMAGE_CODECS, codec_options, options_from_values, options_to_argv
-from nvrloader.compress.images import CODECS
+from nvrloader.codecs.options import KEYFRAME_CODECS, codec_options, options_from_values, options_to_argv
+from nvrloader.compress.images import KEYFRAME_CODECS as CODECS
 from nvrloader.eval import size_report
 from nvrloader.models import list_models, model_family
 from nvrloader.rate import Budget, byte_split
@@ -72,7 +72,7 @@ def test_foreign_and_invalid_options_are_refused_clearly():
 
 
 def test_the_light_option_catalogue_matches_the_encoders():
-    assert set(codec_options()) == set(codec_names()) and IMAGE_CODECS == CODECS
+    assert set(codec_options()) == set(codec_names()) and KEYFRAME_CODECS == CODECS
 
 
 def test_every_model_family_is_one_registry_entry_and_a_codec():

@@ -73,9 +73,10 @@ def test_settings_are_refused_before_any_build(tmp_path, capsys):
     config = rd.StudyConfig(codecs=("dnerv", "nerv", "h264"), levels=(0.2,), time_budget=30,
                             frames=FrameSpec(resolution=(64, 80)))
     dnerv, nerv = config.options("dnerv"), config.options("nerv")
-    assert dnerv.keyframe_codec == "av1" and dnerv.time_budget == nerv.time_budget == 30
+    assert dnerv.keyframe_codec == "auto" and dnerv.time_budget == nerv.time_budget == 30
     assert nerv.epochs == rd.LARGE_EPOCHS and config.options("h264").crf is None
-    assert rd.StudyConfig(codecs=("dnerv",), levels=(0.2,), time_budget=30).options("dnerv").keyframe_codec == "avif"
+    assert rd.StudyConfig(codecs=("dnerv",), levels=(0.2,), time_budget=30, keyframe_codec="av1-seq"
+                          ).options("dnerv").keyframe_codec == "av1-seq"
 
 
 def test_unreachable_cells_are_kept_and_failed_ones_retried(tmp_path, monkeypatch):

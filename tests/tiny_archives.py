@@ -1,5 +1,5 @@
 """Archives written directly, in a second, for decode-side tests: raw frames, H.264 streams, and
-D-NeRV with random weights and PNG keyframes (a fitted model is not needed to test decoding)."""
+D-NeRV with random weights and PNG (or any codec's) keyframes (a fitted model is not needed to test decoding)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,18 +55,19 @@ def write_h264(path: Path, frames: list[np.ndarray]) -> Path:
     return path
 
 
-def write_dnerv(path: Path, frames: list[np.ndarray], clip_len: int = 8, **overrides: Any) -> Path:
+def write_dnerv(path: Path, frames: list[np.ndarray], clip_len: int = 8, keyframe_codec: str = "png",
+                keyframe_quality: int = 100, **overrides: Any) -> Path:
     """A D-NeRV archive whose model has random (seeded) weights: decoding it exercises every path."""
     torch.manual_seed(0)
     model = create_model("dnerv", "tiny", (HEIGHT, WIDTH), clip_len=clip_len, **overrides)
     config = {**model.config, "resolution": [HEIGHT, WIDTH]}
     codec_config = {"model": "dnerv", "model_config": config, "clip_len": clip_len,
                     "weights": {"bits": 8.0, "prune": 0.0}, "embeddings": None,
-                    "keyframes": {"codec": "png", "quality": 100}}
+                    "keyframes": {"codec": keyframe_codec, "quality": keyframe_quality}}
     with ArchiveWriter(path, "dnerv") as writer:
         writer.set_meta(_meta(frames, codec_config=codec_config))
         writer.put("model", "weights", quant.pack(quant.quantize_state_dict(model.state_dict(), bits=8)))
         for i, f in enumerate(frames):
             keys = f[keyframe_indices(len(f), clip_len)]
-            writer.put("keyframes", video_key(i), images.pack_images([images.encode_image(k, "png") for k in keys]))
+            writer.put("keyframes", video_key(i), images.encode_keyframes(keys, keyframe_codec, keyframe_quality))
     return path

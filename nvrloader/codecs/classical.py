@@ -16,22 +16,9 @@ from nvrloader.codecs.base import Codec, CodecError, EncodeJob, register_codec
 from nvrloader.codecs.options import STREAM_CODECS, StreamOptions
 from nvrloader.decode.base import video_key
 from nvrloader.rate import RateError, search_rate
-from nvrloader.video_encode import encode_frames
+from nvrloader.video_encode import REPRODUCIBLE, encode_frames
 
 ENCODERS = dict(zip(STREAM_CODECS, ("libx264", "libx265")))
-# Reproducible builds: with PyAV's bundled encoders the same frames and options decoded to different
-# pixels from run to run (x264: 6 of 12 synthetic videos, up to 21 levels apart; x265: 6 of 12). x264
-# is bit-identical without its assembly (same rate-distortion: crf 24/32/40 on 24 videos, bytes
-# within 1%, equal PSNR; 2-3x the encoding time). x265 needed no assembly, one thread and fixed
-# B-frame placement (adaptive placement was the remaining source: 1 of 36 encodes differed with
-# it on, 0 of 36 off; on the same 24 videos its rate-distortion is within 0.2 dB of the default).
-# Decoding is unaffected. Stored bare, equal inputs give byte-identical streams, with one known
-# exception: x265 reads uninitialised memory at 64x80 with its 64-pixel CTUs (the same encode under
-# different MALLOC_PERTURB_ fills differed in 10 of the 72 sample videos at crf 30, 1 at crf 51;
-# none at 48x64, 128x160, 256x320). ctu=32 removes it (0 of 72) but at 256x320 costs 1.7% more bytes
-# and 0.07-0.19 dB (crf 30/40), so it is not set.
-DETERMINISTIC = {"h264": {"x264-params": "no-asm=1"},
-                 "h265": {"x265-params": "pools=none:frame-threads=1:lookahead-slices=0:asm=0:b-adapt=0"}}
 CRF_RANGE = (0.0, 51.0)
 DEFAULT_CRF = 23.0
 
@@ -42,7 +29,7 @@ class ClassicalCodec(Codec):
 
     def _encoder_options(self, crf: float, opts: StreamOptions, num_frames: int) -> dict[str, str]:
         params = {"crf": f"{crf:.3f}", "preset": opts.preset, "g": str(opts.gop or max(1, num_frames)),
-                  **DETERMINISTIC[self.name]}
+                  **REPRODUCIBLE[ENCODERS[self.name]]}
         if self.name == "h265":  # info=0: no 2 KB version SEI
             params["x265-params"] = f"log-level=error:info=0:keyint={params['g']}:{params['x265-params']}"
         return params

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -18,24 +19,26 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from nvrloader.codecs.base import Codec, CodecError, EncodeJob, register_codec
+from nvrloader.codecs.keyframes import (CLIP_CANDIDATES, DEFAULT_CLIP_LEN, SEARCH_FRACTION, SHARE_CANDIDATES,
+                                        Candidate, KeyframeCodecs, Keyframes, candidate_shares, final_fit,
+                                        planned_trials, search_split, share_range, short_fit)
 from nvrloader.codecs.options import CodecOptions, EmbeddingOptions, KeyframeOptions, NeuralOptions
 from nvrloader.codecs.qat import (QAT_LR_SCALE, QAT_PLANNED_BITS, qat_epochs, quantisation_aware_fit, stored_modes,
                                   time_shares)
 from nvrloader.codecs.training import training_for
-from nvrloader.compress import images, quant
+from nvrloader.compress import quant
 from nvrloader.decode.base import video_key
-from nvrloader.decode.layouts import FrameTable, TimeLayout, keyframe_indices, to_float
+from nvrloader.decode.layouts import FrameTable, TimeLayout, to_float
 from nvrloader.decode.neural import stored_state
 from nvrloader.distributed import broadcast
 from nvrloader.fit import FakeQuant, FitConfig, fit
 from nvrloader.framestore import FrameStore
 from nvrloader.metrics import psnr
-from nvrloader.models import create_model, list_models, model_family, weights_per_part
+from nvrloader.models import create_model, list_models, minimum_params, model_family, weights_per_part
 from nvrloader.models.registry import count_model_params
-from nvrloader.rate import RateError, largest_within, search_rate
+from nvrloader.rate import RateError, search_rate
 
 # Coded bits per weight after 8-bit quantisation and entropy coding (b - 1.5 at b bits), used only to pick
 # a width before fitting; the quantisation step is tuned afterwards on the real bytes.
@@ -55,24 +58,6 @@ def jsonable(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def pack_weights(state: dict[str, torch.Tensor], bits: float, modes: Any = "auto") -> bytes:
     return quant.pack(quant.quantize_state_dict(state, bits=bits, granularity=modes))
-
-
-class Keyframes:
-    """D-NeRV's keyframes: coded with an image codec before fitting, so training sees what a decoder will."""
-
-    def __init__(self, codec: str, quality: int) -> None:
-        self.codec, self.quality = codec, quality
-
-    def encode(self, store: FrameStore, video_ids: Sequence[int], clip_len: int, progress: bool = True
-               ) -> tuple[list[bytes], dict[int, np.ndarray]]:
-        payloads, decoded = [], {}
-        for i, vid in enumerate(tqdm(video_ids, desc=f"keyframes {self.codec} q{self.quality}", unit="video",
-                                     leave=False, disable=not progress)):
-            frames = store.frames(vid, keyframe_indices(store.num_frames(vid), clip_len))
-            streams = [images.encode_image(f, self.codec, self.quality) for f in frames]
-            payloads.append(images.pack_images(streams))
-            decoded[i] = np.stack([images.decode_image(s, self.codec) for s in streams])
-        return payloads, decoded
 
 
 class _FloatSide:
@@ -115,63 +100,43 @@ class NeuralCodec(Codec):
                          checkpoint_dir=job.checkpoint_dir, resume=job.resume, progress=job.progress)
 
     def encode(self, job: EncodeJob) -> dict[str, Any]:
-        opts: NeuralOptions = job.options
-        store, video_ids, budget = job.store, job.video_ids, job.budget
-        family = model_family(self.name)
-        clip_len = opts.clip_len if isinstance(opts, KeyframeOptions) else 8
-        table = FrameTable(tuple(store.num_frames(v) for v in video_ids))
-        training = training_for(family.layout, table, clip_len)
-        target_bytes = budget.target_bytes
-        resolution = (store.height, store.width)
-        extra = opts.model_overrides() if isinstance(opts, KeyframeOptions) else {}
+        fit_cfg = self._fit_config(job)
+        emb_bits = job.options.embedding_bits if isinstance(job.options, EmbeddingOptions) else None
 
-        # 1. keyframes first: their decoded (lossy) pixels are the D-NeRV model's training input
+        # 1. keyframes first: their decoded (lossy) pixels are the D-NeRV model's training input; at a
+        #    target bpp their interval, codec and quality follow the measured rate split
         keyframe_payloads: list[bytes] = []
         lossy: dict[int, np.ndarray] = {}
         kf_cfg: dict[str, Any] = {}
-        if isinstance(opts, KeyframeOptions):
-            quality = opts.keyframe_quality
-            if target_bytes is not None and quality is None:
-                quality = self._keyframe_quality(job, opts.keyframe_share * target_bytes)
-            keyframes = Keyframes(opts.keyframe_codec, DEFAULT_KEYFRAME_QUALITY if quality is None else quality)
-            keyframe_payloads, lossy = keyframes.encode(store, video_ids, clip_len, job.progress)
-            kf_cfg = {"codec": keyframes.codec, "quality": keyframes.quality}
+        split: dict[str, Any] = {}
+        warm: dict[str, torch.Tensor] | None = None
+        if isinstance(job.options, KeyframeOptions):
+            keyframes, quality, split, warm = self._keyframes(job, fit_cfg, emb_bits)
+            job = self._with_clip_len(job, keyframes.clip_len)
+            keyframe_payloads, lossy = keyframes.encode(quality, job.progress)
+            kf_cfg = {"codec": keyframes.codec, "quality": quality}
+        opts: NeuralOptions = job.options
+        store, video_ids, budget = job.store, job.video_ids, job.budget
+        clip_len = opts.clip_len if isinstance(opts, KeyframeOptions) else 8
+        training = self._training(job, clip_len)
+        target_bytes = budget.target_bytes
         side_bytes = sum(map(len, keyframe_payloads))
 
         # 2. the model, sized to what the budget leaves
-        emb_bits = opts.embedding_bits if isinstance(opts, EmbeddingOptions) else None
-
-        def config(model_cfg: dict[str, Any], bits: float) -> dict[str, Any]:
-            return {"model": self.name, "model_config": model_cfg, "clip_len": clip_len,
-                    "weights": {"bits": round(bits, 3), "prune": opts.prune},
-                    "embeddings": {"bits": emb_bits} if emb_bits is not None else None,
-                    "keyframes": kf_cfg or None}
-
-        params, qat = opts.params, qat_epochs(opts)
-        if target_bytes is not None and params is None:
-            with torch.device("meta"):
-                probe = create_model(self.name, opts.size, resolution, **extra)
-            planned = QAT_PLANNED_BITS if qat and opts.weight_bits is None else DEFAULT_WEIGHT_BITS
-            params = self._params_for(job, side_bytes, config(jsonable(probe.config), planned), probe,
-                                      emb_bits, table.total, planned)
-        torch.manual_seed(opts.seed)
-        try:
-            model = create_model(self.name, opts.size, resolution, params=params, **extra)
-        except ValueError as err:
-            if target_bytes is None:
-                raise
-            raise CodecError(f"target {budget.target_bpp:.4g} bpp leaves room for about {params} weights, "
-                             f"and {err}; raise the target bpp"
-                             + (" or lower keyframe_share" if isinstance(opts, KeyframeOptions) else "")) from None
+        qat = qat_epochs(opts)
+        planned_bits = QAT_PLANNED_BITS if qat and opts.weight_bits is None else DEFAULT_WEIGHT_BITS
+        config = functools.partial(self._stored_config, opts, clip_len, emb_bits, kf_cfg)
+        model = self._sized_model(job, side_bytes, config, emb_bits, training.layout.table.total, planned_bits)
         cfg = jsonable(model.config)
 
-        # 3. fit, with the float fit's share of a time budget
-        float_budget, qat_budget = time_shares(opts.time_budget, opts.epochs, qat)
-        fit_cfg = dataclasses.replace(self._fit_config(job), time_budget=float_budget)
-        fingerprint = {"codec": self.name, "videos": self._dataset_id(store, video_ids), "model": cfg,
-                       "keyframes": kf_cfg, "fit": {k: str(v) for k, v in vars(fit_cfg).items()
-                                                    if k not in ("resume", "progress", "time_budget",
-                                                                 "checkpoint_dir", "num_workers")}}
+        # 3. fit, with the float fit's share of a time budget (after a search: from the chosen trial's
+        #    weights, with the epochs or time the search left)
+        if warm is not None:
+            model.load_state_dict(warm)
+            fit_cfg = final_fit(fit_cfg, short_fit(fit_cfg, split["trials_planned"]))
+        float_budget, qat_budget = time_shares(fit_cfg.time_budget, fit_cfg.epochs, qat)
+        fit_cfg = dataclasses.replace(fit_cfg, time_budget=float_budget)
+        fingerprint = self._fingerprint(store, video_ids, cfg, kf_cfg, fit_cfg)
         items = training.items(store, video_ids, lossy)
         result = fit(training.trainable(model), items, training.forward, fit_cfg, job.device, fingerprint)
         model = training.fitted(result.model).eval()
@@ -220,7 +185,7 @@ class NeuralCodec(Codec):
         model.load_state_dict(trained)
         fits = [r for r in (result, qat_result) if r is not None]
         return {**config(cfg, bits),
-                "report": {"params": count_model_params(model), "weights_per_part": weights_per_part(model),
+                "report": {**({"rate_split": split} if split else {}), "params": count_model_params(model), "weights_per_part": weights_per_part(model),
                            "train_seconds": round(sum(r.seconds for r in fits), 1),
                            "epochs": result.epochs_done, "steps": result.steps,
                            "stopped_early": any(r.stopped_early for r in fits), **quality, "fit_psnr": result.psnr,
@@ -275,19 +240,151 @@ class NeuralCodec(Codec):
         key = f"{store.height}x{store.width}@{store.fps}|" + "|".join(names)
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
-    def _keyframe_quality(self, job: EncodeJob, budget: float) -> int:
-        """Highest keyframe quality whose bytes fit ``budget`` (quality is monotone in size)."""
-        opts: KeyframeOptions = job.options
-        lo, hi = images.QUALITY_RANGE[opts.keyframe_codec]
+    def _stored_config(self, opts: NeuralOptions, clip_len: int, emb_bits: int | None, kf_cfg: dict[str, Any],
+                       model_cfg: dict[str, Any], bits: float) -> dict[str, Any]:
+        """The codec config the archive stores."""
+        return {"model": self.name, "model_config": model_cfg, "clip_len": clip_len,
+                "weights": {"bits": round(bits, 3), "prune": opts.prune},
+                "embeddings": {"bits": emb_bits} if emb_bits is not None else None,
+                "keyframes": kf_cfg or None}
 
-        def size(q: int) -> int:
-            return sum(map(len, Keyframes(opts.keyframe_codec, q).encode(job.store, job.video_ids, opts.clip_len,
-                                                                          progress=False)[0]))
+    def _probe(self, opts: NeuralOptions, resolution: tuple[int, int]) -> nn.Module:
+        """The preset's model on the meta device: its config has the keys the sized one will have."""
+        extra = opts.model_overrides() if isinstance(opts, KeyframeOptions) else {}
+        with torch.device("meta"):
+            return create_model(self.name, opts.size, resolution, **extra)
+
+    def _sized_model(self, job: EncodeJob, side_bytes: int, config: Callable[[dict[str, Any], float], dict[str, Any]],
+                     emb_bits: int | None, num_frames: int, weight_bits: float = DEFAULT_WEIGHT_BITS) -> nn.Module:
+        """The model to fit: ``params`` weights if given, else sized to what a target leaves after
+        ``side_bytes`` of side information and the stored meta, at about ``weight_bits`` bits a weight."""
+        opts: NeuralOptions = job.options
+        resolution = (job.store.height, job.store.width)
+        extra = opts.model_overrides() if isinstance(opts, KeyframeOptions) else {}
+        params = opts.params
+        if job.budget.target_bytes is not None and params is None:
+            probe = self._probe(opts, resolution)
+            params = self._params_for(job, side_bytes, config(jsonable(probe.config), weight_bits), probe,
+                                      emb_bits, num_frames, weight_bits)
+        torch.manual_seed(opts.seed)
         try:
-            return largest_within(size, budget, lo, hi)
-        except RateError as err:
-            raise CodecError(f"{opts.keyframe_codec} keyframes: {err}; raise the target bpp or keyframe_share") \
-                from None
+            return create_model(self.name, opts.size, resolution, params=params, **extra)
+        except ValueError as err:
+            if job.budget.target_bytes is None or opts.params is not None:
+                raise
+            # below the smallest model at the bits guessed: it may still fit at fewer bits (searched after fitting)
+            floor, floor_bytes = self._smallest_model(opts, resolution)
+            if params * BITS_PER_WEIGHT_GUESS / 8 < floor_bytes:
+                raise CodecError(f"target {job.budget.target_bpp:.4g} bpp leaves room for about {params} weights, "
+                                 f"and {err}; raise the target bpp") from None
+            torch.manual_seed(opts.seed)
+            return create_model(self.name, opts.size, resolution, params=floor, **extra)
+
+    @functools.lru_cache(maxsize=4)
+    def _smallest_model(self, opts: NeuralOptions, resolution: tuple[int, int]) -> tuple[int, int]:
+        """Weights of the smallest model the sizing rule builds here, and its bytes at the fewest bits
+        the weight search tries (measured on the initialised model)."""
+        extra = opts.model_overrides() if isinstance(opts, KeyframeOptions) else {}
+        floor = minimum_params(self.name, self._probe(opts, resolution).config, pinned=extra)
+        torch.manual_seed(opts.seed)
+        model = create_model(self.name, opts.size, resolution, params=floor, **extra)
+        return floor, len(pack_weights(stored_state(model), WEIGHT_BITS_RANGE[0]))
+
+    def _fingerprint(self, store: FrameStore, video_ids: Sequence[int], model_cfg: dict[str, Any],
+                     kf_cfg: dict[str, Any], fit_cfg: FitConfig) -> dict[str, Any]:
+        """What a fit checkpoint must match to be resumed."""
+        return {"codec": self.name, "videos": self._dataset_id(store, video_ids), "model": model_cfg,
+                "keyframes": kf_cfg, "fit": {k: str(v) for k, v in vars(fit_cfg).items()
+                                             if k not in ("resume", "progress", "time_budget", "checkpoint_dir",
+                                                          "num_workers")}}
+
+    def _training(self, job: EncodeJob, clip_len: int) -> Any:
+        """The family's training half over the job's videos."""
+        table = FrameTable(tuple(job.store.num_frames(v) for v in job.video_ids))
+        return training_for(model_family(self.name).layout, table, clip_len)
+
+    @staticmethod
+    def _with_clip_len(job: EncodeJob, clip_len: int) -> EncodeJob:
+        """The job with D-NeRV's clip length decided (the options then build that model)."""
+        return dataclasses.replace(job, options=dataclasses.replace(job.options, clip_len=clip_len))
+
+    def _keyframes(self, job: EncodeJob, fit_cfg: FitConfig, emb_bits: int | None
+                   ) -> tuple[Keyframes, int, dict[str, Any], dict[str, torch.Tensor] | None]:
+        """The keyframes (interval and codec) and their quality, how they were chosen (the report's
+        ``rate_split``; empty without a target) and, after a search, the chosen trial's weights (the
+        full fit goes on from them).
+
+        Given a quality, or without a target: that quality (default 50) with the first codec, every
+        ``clip_len`` (default 8) frames. At a target bpp, for each clip length (``clip_len``, else
+        2, 4 and 8) a share of the target (``keyframe_share``, else a few) clipped to what the target
+        can hold is the keyframe budget, and the codec's highest quality within it (of the ``auto``
+        codecs, the one with the best keyframe PSNR) is used; short fits pick among these candidates
+        (`nvrloader.codecs.keyframes`)."""
+        opts: KeyframeOptions = job.options
+        budget, target = job.budget, job.budget.target_bytes
+        if opts.keyframe_quality is not None or target is None:
+            codecs = KeyframeCodecs(opts.keyframe_codec, job.store, job.video_ids, opts.clip_len or DEFAULT_CLIP_LEN)
+            quality = DEFAULT_KEYFRAME_QUALITY if opts.keyframe_quality is None else opts.keyframe_quality
+            return codecs.default, quality, {}, None
+        resolution = (job.store.height, job.store.width)
+        shares = SHARE_CANDIDATES if opts.keyframe_share is None else (opts.keyframe_share,)
+        codecs_by_clip: dict[int, KeyframeCodecs] = {}
+        by_clip: dict[int, list[Candidate]] = {}
+        report: dict[str, Any] = {"feasible_shares": {}, "smallest_model": {}, "refused": {}}
+        for clip_len in (CLIP_CANDIDATES if opts.clip_len is None else (opts.clip_len,)):
+            clip_opts = self._with_clip_len(job, clip_len).options
+            codecs = KeyframeCodecs(opts.keyframe_codec, job.store, job.video_ids, clip_len)
+            widest = {"codec": max(codecs.by_name, key=len), "quality": 100}  # meta bytes not undercounted
+            meta = budget.meta_bytes(self._stored_config(clip_opts, clip_len, emb_bits, widest,
+                                                         jsonable(self._probe(clip_opts, resolution).config),
+                                                         DEFAULT_WEIGHT_BITS))
+            floor, floor_bytes = self._smallest_model(clip_opts, resolution)
+            try:
+                feasible = share_range(codecs.lowest(), target, meta, floor_bytes, budget.target_bpp)
+            except CodecError as err:  # too many keyframes for the target at this interval
+                report["refused"][clip_len] = str(err)
+                continue
+            codecs_by_clip[clip_len] = codecs
+            by_clip[clip_len] = candidate_shares(feasible, codecs.best_within, target, clip_len, shares)
+            report["feasible_shares"][clip_len] = [round(feasible.low, 4), round(feasible.high, 4)]
+            report["smallest_model"][clip_len] = {"params": floor, "bytes": floor_bytes}
+        if not by_clip:
+            raise CodecError(report["refused"][max(report["refused"])])  # the longest clips need the least
+        given = {k: getattr(opts, k) for k in ("keyframe_share", "clip_len") if getattr(opts, k) is not None}
+        planned = planned_trials(by_clip)
+        if planned == 1:
+            (only,) = (c for candidates in by_clip.values() for c in candidates)
+            return codecs_by_clip[only.clip_len].by_name[only.codec], only.quality, {
+                **report, "given": given, **dataclasses.asdict(only), "share": round(only.share, 4)}, None
+        states: dict[Candidate, dict[str, torch.Tensor]] = {}
+
+        def trial(candidate: Candidate) -> dict[str, Any]:
+            clip_job = self._with_clip_len(job, candidate.clip_len)
+            training = self._training(clip_job, candidate.clip_len)
+            keyframes = codecs_by_clip[candidate.clip_len].by_name[candidate.codec]
+            payloads, lossy = keyframes.encode(candidate.quality)
+            config = functools.partial(self._stored_config, clip_job.options, candidate.clip_len, emb_bits,
+                                       {"codec": candidate.codec, "quality": candidate.quality})
+            model = self._sized_model(clip_job, sum(map(len, payloads)), config, emb_bits, training.layout.table.total)
+            short = short_fit(fit_cfg, planned)
+            result = fit(training.trainable(model), training.items(job.store, job.video_ids, lossy), training.forward,
+                         short, job.device, self._fingerprint(job.store, job.video_ids, jsonable(model.config),
+                                                              dataclasses.asdict(candidate), short))
+            model = training.fitted(result.model).eval()
+            states[candidate] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return {"psnr": self._psnr(model, training.layout, job.store, job.video_ids,
+                                       _FloatSide(lossy, None, job.device), job.device),
+                    "keyframe_psnr": keyframes.psnr(candidate.quality), "keyframe_bytes": sum(map(len, payloads)),
+                    "params": count_model_params(model), "epochs": result.epochs_done}
+
+        best, trials = search_split(by_clip, trial)
+        chosen = next(c for c in states if (c.clip_len, c.codec, c.quality) ==
+                      (best["clip_len"], best["codec"], best["quality"]))
+        return codecs_by_clip[chosen.clip_len].by_name[chosen.codec], chosen.quality, {
+            **report, "given": given, **{k: best[k] for k in ("clip_len", "share", "codec", "quality")},
+            "trials": trials, "trials_planned": planned,
+            "chosen_by": f"highest PSNR after short fits ({SEARCH_FRACTION:.0%} of the fit, float weights); the "
+                         "full fit goes on from the chosen trial"}, states[chosen]
 
     @torch.no_grad()
     def _embeddings(self, model: nn.Module, store: FrameStore, video_ids: Sequence[int], bits: int,

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 LOSSES = ("l1_ssim", "mse_ssim", "mse", "l1")
-IMAGE_CODECS = ("avif", "hevc", "av1", "png")   # D-NeRV keyframe codecs (nvrloader.compress.images.CODECS)
+# D-NeRV keyframe codecs: images, or one stream per video (nvrloader.compress.images.KEYFRAME_CODECS)
+KEYFRAME_CODECS = ("avif", "hevc", "av1", "png", "hevc-seq", "av1-seq")
+AUTO_KEYFRAME_CODEC = "auto"   # chosen per build (nvrloader.codecs.keyframes)
 STREAM_CODECS = ("h264", "h265")
 
 
@@ -87,12 +89,19 @@ class EmbeddingOptions(NeuralOptions):
 
 @dataclass(frozen=True)
 class KeyframeOptions(NeuralOptions):
-    keyframe_codec: str = option("avif", "D-NeRV keyframe image codec", choices=IMAGE_CODECS)
-    keyframe_quality: int | None = option(None, "D-NeRV keyframe quality (default 50; searched for a target bpp)",
+    keyframe_codec: str = option(AUTO_KEYFRAME_CODEC, "D-NeRV keyframe codec: hevc-seq / av1-seq (a video's keyframes as one "
+                                 "stream), an image codec, or auto (of the two streams, the one with the better "
+                                 "keyframe PSNR at the keyframe budget; hevc-seq without a target)",
+                                 choices=(AUTO_KEYFRAME_CODEC, *KEYFRAME_CODECS))
+    keyframe_quality: int | None = option(None, "D-NeRV keyframe quality (default 50; follows the keyframe share "
+                                          "at a target bpp)",
                                           low=0, high=100)
-    keyframe_share: float = option(0.75, "share of a target bpp budget given to D-NeRV keyframes (the paper's)",
-                                   low=0.01, high=0.99)
-    clip_len: int = option(8, "D-NeRV clip length in frames", low=2, high=64)
+    keyframe_share: float | None = option(None, "share of a target bpp budget given to D-NeRV keyframes (default: "
+                                          "the best of a few shares by short fits; the paper gives 0.75)",
+                                          low=0.01, high=0.99)
+    clip_len: int | None = option(None, "D-NeRV clip length in frames: keyframes at every clip boundary (default: "
+                                  "searched among 2, 4, 8 with the keyframe share at a target bpp, else the paper's 8)",
+                                  low=2, high=64)
     # the paper's ablation switches (None: the model's default)
     rgb_residual: bool | None = option(None, "D-NeRV RGB head predicts a correction to the warped keyframes")
     fusion: str | None = option(None, "D-NeRV content fusion: SAF or U-Net-style concatenation",
@@ -104,8 +113,7 @@ class KeyframeOptions(NeuralOptions):
     def model_overrides(self) -> dict[str, Any]:
         """Constructor arguments of the D-NeRV model these options set (clip length and switches)."""
         switches = ("rgb_residual", "fusion", "gtmlp", "flow", "multiscale_flow")
-        return {"clip_len": self.clip_len,
-                **{k: getattr(self, k) for k in switches if getattr(self, k) is not None}}
+        return {k: getattr(self, k) for k in ("clip_len", *switches) if getattr(self, k) is not None}
 
 
 # Neural options by a model family's layout: a new family with an existing layout needs nothing here.

@@ -83,8 +83,8 @@ class NeuralDecoder(Decoder):
         codec = self.config["keyframes"]["codec"]
         with self.archive.decoding(f"keyframes/{video_key(video)}"):
             count = len(keyframe_indices(self.layout.table.num_frames[video], self.layout.clip_len))
-            streams = images.unpack_images(self.archive.get("keyframes", video_key(video)), count)
-            frames = images.decode_images(streams, codec, (int(self.meta["height"]), int(self.meta["width"])))
+            frames = images.decode_keyframes(self.archive.get("keyframes", video_key(video)), codec, count,
+                                             (int(self.meta["height"]), int(self.meta["width"])))
         self.stats.add(keyframes_decoded=len(frames))
         pixels = host_to_device(frames, self.device).permute(0, 3, 1, 2).float().div_(255)
         return pixels.to(param_dtype(self.model), memory_format=self.memory_format)

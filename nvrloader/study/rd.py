@@ -22,7 +22,6 @@ from nvrloader.codecs.options import CodecOptions, KeyframeOptions, NeuralOption
 from nvrloader.reporting import write_json
 
 LARGE_EPOCHS = 1_000_000          # the time budget, not the epoch count, ends every neural fit
-SMALL_FRAME_PIXELS = 128 * 160    # at or below this, D-NeRV keyframes default to bare AV1 (no AVIF container)
 REPORT_DROP = ("per_video", "fit")  # bulky report parts left out of the study's summaries
 
 
@@ -54,7 +53,7 @@ class StudyConfig:
     frames: FrameSpec = FrameSpec()
     source: Path | None = None              # None: the synthetic sample dataset
     size: str = "tiny"                      # neural model preset
-    keyframe_codec: str | None = None       # D-NeRV keyframes; None: av1 at small frames, else the default
+    keyframe_codec: str | None = None       # D-NeRV keyframes; None: the options' default
     epochs: int = LARGE_EPOCHS
     device: str = "auto"
     cache_dir: Path | None = None
@@ -81,14 +80,9 @@ class StudyConfig:
         common: dict[str, Any] = {}
         if issubclass(cls, NeuralOptions):
             common = {"size": self.size, "epochs": self.epochs, "time_budget": self.time_budget}
-        if issubclass(cls, KeyframeOptions):
-            common["keyframe_codec"] = self.keyframe_codec or self.default_keyframe_codec()
+        if issubclass(cls, KeyframeOptions) and self.keyframe_codec is not None:
+            common["keyframe_codec"] = self.keyframe_codec
         return cls(**{**common, **overrides})
-
-    def default_keyframe_codec(self) -> str:
-        """AV1 intra frames at small frames, where an AVIF container (~300 bytes) is a large share of each keyframe."""
-        h, w = self.frames.resolution
-        return "av1" if h * w <= SMALL_FRAME_PIXELS else KeyframeOptions().keyframe_codec
 
     def dataset_label(self) -> str:
         return "synthetic sample dataset" if self.source is None else Path(self.source).name
@@ -265,7 +259,7 @@ def run_study(config: StudyConfig, out: str | os.PathLike, anchor: str = "h264",
              "codecs": list(config.codecs), "levels": list(config.levels), "anchor": anchor,
              "time_budget": config.time_budget, "frames": _plain(dataclasses.asdict(config.frames)),
              "neural": {"size": config.size, "epochs": config.epochs,
-                        "keyframe_codec": config.keyframe_codec or config.default_keyframe_codec()}
+                        "keyframe_codec": config.keyframe_codec or KeyframeOptions().keyframe_codec}
              if any(isinstance(config.options(c), NeuralOptions) for c in config.codecs) else None,
              "builds": builds, "deltas": deltas(builds, list(config.codecs), anchor)}
     study["wall_seconds"] = round(time.perf_counter() - start, 1)   # this run (reused cells cost nothing)

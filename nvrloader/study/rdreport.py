@@ -121,7 +121,7 @@ def plot(study: dict[str, Any], metric: str, path: Path) -> Path:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    from nvrloader.reporting import save_figure
+    from nvrloader.reporting import finish_plot
 
     label, _ = METRICS[metric]
     column = 1 if metric == "psnr" else 2
@@ -141,13 +141,8 @@ def plot(study: dict[str, Any], metric: str, path: Path) -> Path:
     ax.set_xscale("log")   # the axis the Bjøntegaard fits live on
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
-    ax.set_xlabel("bits per pixel (bpp, log scale, from archive bytes; dotted: targets)")
-    ax.set_ylabel(label)
-    ax.set_title(f"Rate-distortion: {title(study)}", fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=120)
+    return finish_plot(fig, ax, path, "bits per pixel (bpp, log scale, from archive bytes; dotted: targets)", label,
+                       f"Rate-distortion: {title(study)}")
 
 
 def write_outputs(study: dict[str, Any], out: Path) -> list[Path]:

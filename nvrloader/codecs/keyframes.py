@@ -1,0 +1,226 @@
+"""D-NeRV keyframes at build time: their coding, bytes by quality, and the rate split between them
+and the weights, chosen by measurement.
+
+The share of the target given to keyframes fixes their quality (the highest whose bytes fit) and
+the model is sized to the rest. Which share is best depends on the data, the frame rate and the
+budget, so at a target bpp a few shares are tried with short fits (``SEARCH_FRACTION`` of the fit's
+epochs or time budget, split between them) and the one with the best PSNR goes on to the full fit
+from its trial's weights, with the epochs and time the search left; ``keyframe_share`` skips the
+search.
+
+Every share is first clipped to the feasible range: at least the keyframes' lowest quality, and at
+most what leaves room for the smallest model the sizing rule builds at this resolution. A target
+is refused only when that range is empty, and the error says what the two parts need.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from nvrloader.codecs.base import CodecError
+from nvrloader.codecs.options import AUTO_KEYFRAME_CODEC
+from nvrloader.compress import images
+from nvrloader.decode.layouts import keyframe_indices
+from nvrloader.fit import FitConfig
+from nvrloader.framestore import FrameStore
+from nvrloader.rate import largest_within
+
+SHARE_CANDIDATES = (0.55, 0.7, 0.85)  # keyframe shares tried at a target bpp (the paper fixes 0.75)
+CLIP_CANDIDATES = (2, 4, 8)           # keyframe intervals tried (the paper's clips are 8 frames)
+DEFAULT_CLIP_LEN = 8                  # without a target
+SEARCH_FRACTION = 0.25                # of the fit's epochs or time budget, spent on the candidates together
+# auto: the stream codec with the higher keyframe PSNR at the keyframe budget. Measured (python -m
+# nvrloader.study keyframes, README): HEVC 4:4:4 streams win above about 0.1-0.15 keyframe bpp on real
+# video and everywhere on the synthetic set (AV1 is 4:2:0 only), AV1 streams below (a smaller header
+# and better low-rate coding). The first is used without a target.
+AUTO_CODECS = ("hevc-seq", "av1-seq")
+
+
+class Keyframes:
+    """One dataset's keyframes under one codec: bytes and PSNR by quality, each quality encoded once
+    (the searches ask for the same ones again), and the payloads plus decoded pixels at a quality."""
+
+    def __init__(self, codec: str, store: FrameStore, video_ids: Sequence[int], clip_len: int) -> None:
+        self.codec, self.store, self.video_ids, self.clip_len = codec, store, list(video_ids), clip_len
+        self.qualities = images.QUALITY_RANGE[codec]
+        self._sizes: dict[int, int] = {}
+        self._psnr: dict[int, float] = {}
+        self._last: tuple[int, tuple[list[bytes], dict[int, np.ndarray]]] | None = None
+
+    def _frames(self, vid: int) -> np.ndarray:
+        return self.store.frames(vid, keyframe_indices(self.store.num_frames(vid), self.clip_len))
+
+    def size(self, quality: int) -> int:
+        """Bytes of every video's keyframe payload at ``quality``."""
+        if quality not in self._sizes:
+            self._sizes[quality] = sum(len(images.encode_keyframes(self._frames(v), self.codec, quality))
+                                       for v in self.video_ids)
+        return self._sizes[quality]
+
+    def lowest(self) -> int:
+        """Bytes at the lowest quality: less is impossible."""
+        return self.size(self.qualities[0])
+
+    def quality_within(self, budget: float) -> int:
+        """The highest quality whose keyframes fit ``budget`` bytes (the lowest if none does)."""
+        lo, hi = self.qualities
+        return lo if self.lowest() > budget else largest_within(self.size, budget, lo, hi)
+
+    def psnr(self, quality: int) -> float:
+        """Mean PSNR of the decoded keyframes against the source frames."""
+        if quality not in self._psnr:
+            import torch
+
+            from nvrloader.metrics import psnr
+
+            _, decoded = self.encode(quality)
+            values = [psnr(torch.from_numpy(decoded[i]).permute(0, 3, 1, 2),
+                           torch.from_numpy(self._frames(v)).permute(0, 3, 1, 2)) for i, v in enumerate(self.video_ids)]
+            self._psnr[quality] = float(torch.cat(values).mean())
+        return self._psnr[quality]
+
+    def encode(self, quality: int, progress: bool = False) -> tuple[list[bytes], dict[int, np.ndarray]]:
+        """One payload per video, and its keyframes decoded as the archive's decoder will decode them
+        (the last quality asked is kept: a search measures it, then codes it)."""
+        from tqdm import tqdm
+
+        if self._last is not None and self._last[0] == quality:
+            return self._last[1]
+        payloads, decoded = [], {}
+        for i, vid in enumerate(tqdm(self.video_ids, desc=f"keyframes {self.codec} q{quality}", unit="video",
+                                     leave=False, disable=not progress)):
+            frames = self._frames(vid)
+            payloads.append(images.encode_keyframes(frames, self.codec, quality))
+            decoded[i] = images.decode_keyframes(payloads[-1], self.codec, len(frames), frames.shape[1:3])
+        self._sizes[quality] = sum(map(len, payloads))
+        self._last = (quality, (payloads, decoded))
+        return payloads, decoded
+
+
+class KeyframeCodecs:
+    """The keyframe codecs a build may use: the one asked, or both stream codecs for ``auto``."""
+
+    def __init__(self, codec: str, store: FrameStore, video_ids: Sequence[int], clip_len: int) -> None:
+        names = AUTO_CODECS if codec == AUTO_KEYFRAME_CODEC else (codec,)
+        self.by_name = {name: Keyframes(name, store, video_ids, clip_len) for name in names}
+
+    @property
+    def default(self) -> Keyframes:
+        """The codec used without a target (the first)."""
+        return next(iter(self.by_name.values()))
+
+    def lowest(self) -> int:
+        return min(k.lowest() for k in self.by_name.values())
+
+    def best_within(self, budget: float) -> tuple[str, int]:
+        """(codec, quality) of the best keyframes within ``budget`` bytes: the highest quality of each
+        codec that fits, and of those the highest keyframe PSNR (measured only when there is a choice)."""
+        fits = [(k.codec, k.quality_within(budget)) for k in self.by_name.values() if k.lowest() <= budget]
+        if not fits:  # nothing fits: the smallest there is
+            smallest = min(self.by_name.values(), key=Keyframes.lowest)
+            return smallest.codec, smallest.qualities[0]
+        if len(fits) == 1:
+            return fits[0]
+        return max(fits, key=lambda cq: self.by_name[cq[0]].psnr(cq[1]))
+
+
+@dataclass(frozen=True)
+class ShareRange:
+    """Keyframe shares a target can hold: ``low`` = the lowest keyframe quality, ``high`` = what still
+    leaves room for the smallest model."""
+
+    low: float
+    high: float
+
+    def clip(self, share: float) -> float:
+        return min(max(share, self.low), self.high)
+
+
+def share_range(lowest_keyframe_bytes: int, target_bytes: float, meta_bytes: int, smallest_model_bytes: float,
+                target_bpp: float) -> ShareRange:
+    """The feasible shares, or a CodecError saying what the keyframes and the smallest model need."""
+    low = lowest_keyframe_bytes / target_bytes
+    high = (target_bytes - meta_bytes - smallest_model_bytes) / target_bytes
+    if low > high:
+        need = (low + (meta_bytes + smallest_model_bytes) / target_bytes) * target_bpp
+        raise CodecError(f"target {target_bpp:.4g} bpp is below what D-NeRV can store here: its keyframes at their "
+                         f"lowest quality take {low * target_bpp:.4g} bpp and the smallest model with the meta about "
+                         f"{(1 - high) * target_bpp:.4g} bpp; it needs about {need:.4g} bpp")
+    return ShareRange(low, high)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way to split a target: keyframes every ``clip_len`` frames, coded with ``codec`` at
+    ``quality`` (the best that fits ``share`` of the target), the model sized to the rest."""
+
+    clip_len: int
+    share: float
+    codec: str
+    quality: int
+
+
+def candidate_shares(feasible: ShareRange, best_within: Callable[[float], tuple[str, int]], target_bytes: float,
+                     clip_len: int, shares: Sequence[float] = SHARE_CANDIDATES) -> list[Candidate]:
+    """The candidates at one clip length, by share: each share clipped to the feasible range; shares
+    that give the same keyframes are one candidate (the smallest such share: the rest goes to the model)."""
+    by_choice: dict[tuple[str, int], float] = {}
+    for share in sorted(feasible.clip(s) for s in shares):
+        by_choice.setdefault(best_within(share * target_bytes), share)
+    return sorted((Candidate(clip_len, share, codec, quality) for (codec, quality), share in by_choice.items()),
+                  key=lambda c: c.share)
+
+
+def planned_trials(by_clip: dict[int, list[Candidate]]) -> int:
+    """Trials :func:`search_split` runs: one per clip length, then the other shares of one clip length."""
+    return len(by_clip) + max(map(len, by_clip.values())) - 1
+
+
+def short_fit(config: FitConfig, count: int) -> FitConfig:
+    """One candidate's fit: its part of ``SEARCH_FRACTION`` of the epochs (at least one) and of the time
+    budget, without checkpoints."""
+    epochs = max(1, math.ceil(config.epochs * SEARCH_FRACTION / count))
+    budget = None if config.time_budget is None else config.time_budget * SEARCH_FRACTION / count
+    return dataclasses.replace(config, epochs=epochs, time_budget=budget, checkpoint_dir=None, resume=False)
+
+
+def final_fit(config: FitConfig, trial: FitConfig) -> FitConfig:
+    """The full fit after a search, going on from the chosen trial's weights: the epochs the trial did
+    not run (at least one), and the time the search did not spend."""
+    budget = None if config.time_budget is None else config.time_budget * (1 - SEARCH_FRACTION)
+    return dataclasses.replace(config, epochs=max(1, config.epochs - trial.epochs), time_budget=budget)
+
+
+def search_split(by_clip: dict[int, list[Candidate]], trial: Callable[[Candidate], dict[str, Any]]
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The trial (a short fit, ``trial(candidate)``) with the highest ``psnr``, and every trial, in two
+    stages: every clip length at its middle share, then the other shares at the best clip length.
+
+    A candidate whose model cannot be built is recorded with its reason and skipped."""
+    trials: list[dict[str, Any]] = []
+
+    def run(candidates: list[Candidate]) -> None:
+        for candidate in candidates:
+            start = time.perf_counter()
+            try:
+                result = trial(candidate)
+            except CodecError as err:
+                result = {"psnr": None, "error": str(err)}
+            trials.append({**dataclasses.asdict(candidate), "share": round(candidate.share, 4), **result,
+                           "seconds": round(time.perf_counter() - start, 1)})
+
+    def best() -> dict[str, Any]:
+        done = [t for t in trials if t["psnr"] is not None]
+        if not done:
+            raise CodecError("no keyframe split builds a model: " + "; ".join(t["error"] for t in trials))
+        return max(done, key=lambda t: t["psnr"])
+
+    run([candidates[len(candidates) // 2] for candidates in by_clip.values()])
+    chosen = by_clip[best()["clip_len"]]
+    run([c for i, c in enumerate(chosen) if i != len(chosen) // 2])
+    return best(), trials
