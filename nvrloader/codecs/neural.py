@@ -47,6 +47,9 @@ BITS_PER_WEIGHT_GUESS = 6.5
 # used only to size the model before the embeddings exist.
 EMBEDDING_CODING_GAIN = 0.9
 WEIGHT_BITS_RANGE = (4.0, 12.0)
+# With QAT the weights are trained at the bits searched, so the search may go one bit lower: a model
+# sized for QAT_PLANNED_BITS near the smallest model can need it (3-bit QAT still beats 3-bit rounding).
+QAT_MIN_BITS = 3.0
 BITS_TOLERANCE = 0.02  # relative bpp error the weight-bits search accepts
 DEFAULT_WEIGHT_BITS = 8.0
 DEFAULT_KEYFRAME_QUALITY = 50
@@ -124,9 +127,8 @@ class NeuralCodec(Codec):
 
         # 2. the model, sized to what the budget leaves
         qat = qat_epochs(opts)
-        planned_bits = QAT_PLANNED_BITS if qat and opts.weight_bits is None else DEFAULT_WEIGHT_BITS
         config = functools.partial(self._stored_config, opts, clip_len, emb_bits, kf_cfg)
-        model = self._sized_model(job, side_bytes, config, emb_bits, training.layout.table.total, planned_bits)
+        model = self._sized_model(job, side_bytes, config, emb_bits, training.layout.table.total)
         cfg = jsonable(model.config)
 
         # 3. fit, with the float fit's share of a time budget (after a search: from the chosen trial's
@@ -203,7 +205,8 @@ class NeuralCodec(Codec):
 
     def _search_bits(self, job: EncodeJob, measure: Callable[[float], float], hi: float) -> float:
         try:
-            bits, _ = search_rate(measure, job.budget.target_bpp, WEIGHT_BITS_RANGE[0], hi, tolerance=BITS_TOLERANCE)
+            low = QAT_MIN_BITS if qat_epochs(job.options) else WEIGHT_BITS_RANGE[0]
+            bits, _ = search_rate(measure, job.budget.target_bpp, low, hi, tolerance=BITS_TOLERANCE)
         except RateError as err:
             raise CodecError(f"{self.name}: after fitting, {err}; adjust keyframe_share or params") from None
         return round(bits, 3)
@@ -255,10 +258,12 @@ class NeuralCodec(Codec):
             return create_model(self.name, opts.size, resolution, **extra)
 
     def _sized_model(self, job: EncodeJob, side_bytes: int, config: Callable[[dict[str, Any], float], dict[str, Any]],
-                     emb_bits: int | None, num_frames: int, weight_bits: float = DEFAULT_WEIGHT_BITS) -> nn.Module:
+                     emb_bits: int | None, num_frames: int) -> nn.Module:
         """The model to fit: ``params`` weights if given, else sized to what a target leaves after
-        ``side_bytes`` of side information and the stored meta, at about ``weight_bits`` bits a weight."""
+        ``side_bytes`` of side information and the stored meta, at the bits the weights will likely get
+        (QAT_PLANNED_BITS when QAT follows and the bits are searched, so QAT's gain buys a larger model)."""
         opts: NeuralOptions = job.options
+        weight_bits = QAT_PLANNED_BITS if qat_epochs(opts) and opts.weight_bits is None else DEFAULT_WEIGHT_BITS
         resolution = (job.store.height, job.store.width)
         extra = opts.model_overrides() if isinstance(opts, KeyframeOptions) else {}
         params = opts.params
