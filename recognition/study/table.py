@@ -219,9 +219,9 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     bpp = {(a["codec"], a["level"]): a.get("bpp") for a in results["archives"]}
-    fig, ax = plt.subplots(figsize=(7, 4.8))
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    drawn = False
+    xs: list[float] = []
     for i, codec in enumerate(results["codecs"]):
         for setting, style in (("train", dict(marker="o", ls="-")), ("test", dict(marker="s", ls="--", mfc="none"))):
             pts = sorted((bpp[(r["codec"], r["level"])], r["mean"], r["std"] or 0.0) for r in results["rows"]
@@ -231,7 +231,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
                 x, y, e = zip(*pts)
                 ax.errorbar(x, y, yerr=e, capsize=3, color=colours[i % len(colours)],
                             label=f"{CODEC_NAMES.get(codec, codec)} ({SETTING_NAMES[setting]})", **style)
-                drawn = True
+                xs += x
     raw = results["raw"]["raw_raw"]
     if raw["mean"] is not None:
         ax.axhline(raw["mean"], color="black", lw=1, label="raw / raw")
@@ -240,15 +240,16 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     classes = (results.get("frames") or {}).get("classes")
     if classes:
         ax.axhline(100 / classes, color="grey", lw=1, ls=":", label="chance")
-    if drawn:
+    wide = bool(xs) and max(xs) > 3 * min(xs)
+    if wide:
         ax.set_xscale("log")
-    ax.set_xlabel("bits per pixel (from archive bytes, log scale)")
+    ax.set_xlabel("bits per pixel (from archive bytes" + (", log scale)" if wide else ")"))
     ax.set_ylabel("top-1 accuracy (%), mean ± std over seeds")
     f = results.get("frames") or {}
     ax.set_title(f"TSM top-1 vs bpp ({f.get('videos')} videos, {f.get('height')}x{f.get('width')}, "
                  f"{f.get('fps')} fps; seeds {', '.join(map(str, results['seeds']))})\n"
                  "Train: trained on decoded, tested on raw; Test: trained on raw, tested on decoded", fontsize=8)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return save_figure(fig, path, dpi=110)
