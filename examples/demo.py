@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     for codec in ("h264", "h265"):
         rows.append(build_one(args.out, codec, frames, target_bpp=args.target_bpp))
     neural = {"size": "tiny", "epochs": args.epochs, "lr": args.lr}
-    # keyframes: one HEVC or AV1 stream per video, the share of the budget chosen by short fits (the defaults)
+    # keyframes: one HEVC or AV1 stream per video; their interval and share of the budget chosen by short fits
     rows.append(build_one(args.out, "dnerv", frames, KeyframeOptions(**neural), args.target_bpp))
     rows.append(build_one(args.out, "nerv", frames, NeuralOptions(**neural), args.target_bpp))
     speed_json = args.out / "bench.json"

@@ -135,3 +135,23 @@ def test_fuzzed_keyframe_streams_decode_cleanly_or_raise_archive_error(stream_ar
             outcomes.append(prober.probe(path))
     assert all(r["outcome"] in ("ok", "archive_error") for r in outcomes), outcomes
     assert any(r["outcome"] == "archive_error" and "keyframes/000000" in r["message"] for r in outcomes), outcomes
+
+
+def test_keyframe_study_writes_its_table_json_and_plot(synth_root, tmp_path, capsys):
+    import json
+
+    from nvrloader.study import cli
+
+    out = tmp_path / "kf"
+    assert cli.main(["keyframes", str(synth_root), "--resolution", "48x64", "--fps", "4", "--codecs", "hevc,avif",
+                     "--quality", "20,40,60", "--codings", "image,video-stream", "--cache-dir",
+                     str(tmp_path / "cache"), "-o", str(out)]) == 0
+    study = json.loads((out / "results.json").read_text())
+    assert (out / "keyframes_rd.png").stat().st_size > 0 and "| hevc | video-stream |" in (out / "table.md").read_text()
+    # avif has no stream form: measured as images only; every point is one coded and decoded pass
+    assert {(p["codec"], p["coding"]) for p in study["points"]} == {("hevc", "image"), ("hevc", "video-stream"),
+                                                                     ("avif", "image")}
+    assert all(p["bytes"] > 0 and 15 < p["psnr"] < 60 for p in study["points"])
+    assert study["deltas"]["hevc video-stream"]["vs_image"]["bd_rate"]["value"] is not None
+    assert cli.main(["keyframes", "--codecs", "h264", "-o", str(out)]) == 2
+    assert "unknown codecs" in capsys.readouterr().err
