@@ -42,7 +42,8 @@ class _Rows(NamedTuple):
     coarse: torch.Tensor | None
 
     def select(self, keep: torch.Tensor) -> "_Rows":
-        return _Rows(self.x[keep], self.weight[keep], self.owner[keep], None if self.coarse is None else self.coarse[keep])
+        return _Rows(self.x[keep], self.weight[keep], self.owner[keep],
+                     None if self.coarse is None else self.coarse[keep])
 
     def of_clips(self, a: int, c: int) -> "_Rows":
         """The rows of clips a..c-1 (rows are ordered by clip), their clips renumbered from 0."""
