@@ -258,17 +258,30 @@ def render_clip(scene: Scene, motion: str, direction: int, rng: np.random.Genera
             * (1.0 + flicker_amp * np.sin(2 * np.pi * flicker_freq * t + flicker_phase))).astype(np.float32)
     grain = rng.standard_normal((h + 16, w + 16, 3), dtype=np.float32) * np.float32(scene.noise_sigma)
     offsets = rng.integers(0, 17, size=(n, 2))
-    frames = np.empty((n, h, w, 3), dtype=np.uint8)
-    frame = np.empty((h, w, 3), dtype=np.float32)
-    m = scene.margin
-    for i in range(n):
-        by, bx = m + int(round(pan_y[i])), m + int(round(pan_x[i]))
-        np.copyto(frame, scene.background[by:by + h, bx:bx + w])
+
+    def paint(frame: np.ndarray, i: int) -> None:
         _paint_object(frame, scene, path["cx"][i] - pan_x[i], path["cy"][i] - pan_y[i],
                       path["radius"][i], path["angle"][i])
-        frame *= scene.light_map
+
+    return compose(scene.background, scene.margin, size, pan_x, pan_y, paint, scene.light_map, gain,
+                   lambda i: grain[offsets[i, 0]:offsets[i, 0] + h, offsets[i, 1]:offsets[i, 1] + w])
+
+
+def compose(background: np.ndarray, margin: int, size: tuple[int, int], pan_x: np.ndarray, pan_y: np.ndarray,
+            paint: Callable[[np.ndarray, int], None], light_map: np.ndarray, gain: np.ndarray,
+            grain: Callable[[int], np.ndarray]) -> np.ndarray:
+    """uint8 [T, H, W, 3] frames: each the background seen through the panning camera, the objects
+    `paint(frame, i)` draws on it, then the light map, the frame's gain (float32) and sensor grain."""
+    h, w = size
+    frames = np.empty((len(gain), h, w, 3), dtype=np.uint8)
+    frame = np.empty((h, w, 3), dtype=np.float32)
+    for i in range(len(gain)):
+        by, bx = margin + int(round(pan_y[i])), margin + int(round(pan_x[i]))
+        np.copyto(frame, background[by:by + h, bx:bx + w])
+        paint(frame, i)
+        frame *= light_map
         frame *= gain[i]
-        frame += grain[offsets[i, 0]:offsets[i, 0] + h, offsets[i, 1]:offsets[i, 1] + w]
+        frame += grain(i)
         np.clip(frame, 0, 255, out=frames[i], casting="unsafe")
     return frames
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from nvrloader.synth import Outline, colourise, footprint, lowpass_noise, random_outline
+from nvrloader.synth import Outline, colourise, compose, footprint, lowpass_noise, random_outline
 
 KINDS = (("HStripe", 0.0), ("VStripe", math.pi / 2))   # stripe orientation: the wave runs along y, or x
 DIRECTIONS = (("MoveLeft", (-1, 0)), ("MoveRight", (1, 0)), ("MoveUp", (0, -1)), ("MoveDown", (0, 1)))
@@ -134,17 +134,11 @@ def render_clip(scene: StudyScene, class_index: int, rng: np.random.Generator, s
     pan_x, pan_y = scene.pan_speed * math.cos(pan_angle) * t, scene.pan_speed * math.sin(pan_angle) * t
     gain = (1.0 + scene.flicker * np.sin(2 * np.pi * rng.uniform(0.5, 2.0) * t + rng.uniform(0, 2 * np.pi)))
     grain = rng.standard_normal((n, h, w, 3), dtype=np.float32) * np.float32(scene.noise_sigma)
-    frames = np.empty((n, h, w, 3), dtype=np.uint8)
-    frame = np.empty((h, w, 3), dtype=np.float32)
-    m = scene.margin
-    for i in range(n):
-        by, bx = m + int(round(pan_y[i])), m + int(round(pan_x[i]))
-        np.copyto(frame, scene.background[by:by + h, bx:bx + w])
+
+    def paint(frame: np.ndarray, i: int) -> None:
         for path, spin in zip(others, spins[1:]):   # objects move in the world: the camera's pan shifts them too
             _paint(frame, scene, path[i, 0] - pan_x[i], path[i, 1] - pan_y[i], spin, None)
         _paint(frame, scene, target[i, 0] - pan_x[i], target[i, 1] - pan_y[i], spins[0], stripes)
-        frame *= scene.light_map
-        frame *= np.float32(gain[i])
-        frame += grain[i]
-        np.clip(frame, 0, 255, out=frames[i], casting="unsafe")
-    return frames
+
+    return compose(scene.background, scene.margin, size, pan_x, pan_y, paint, scene.light_map,
+                   gain.astype(np.float32), lambda i: grain[i])

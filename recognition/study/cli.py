@@ -5,7 +5,8 @@ time; H.264/H.265 at the real bpp of the reference codec's archive, on the same 
 TSM on the raw frames ("raw / raw") and on every archive ("Train": tested on raw), and scores each
 raw model on every archive ("Test"), once per seed. Training decodes its archive on the fly in the
 DataLoader. A re-run skips every finished build and row. Writes table.md (mean ± std over seeds,
-orderings stated only beyond twice the seed std), results.json and accuracy_bpp.png.
+orderings stated only beyond twice the seed std), results.json and accuracy_bpp.png. Training takes
+the synthetic recipe with batches of 8, 40 epochs and lr steps at 30 and 36 unless flags say otherwise.
 
     python -m nvrloader.synth data/study --mode study
     python -m recognition.study data/study -o runs/study
