@@ -77,7 +77,8 @@ def study_tasks(opts: StudyOptions, progress: bool = False) -> list[Task]:
     def build_task(archive: Archive) -> Task:
         level, codec = level_of[archive.name], archive.codec
         ref = opts.reference if builds.is_classical(codec) else None
-        deps = (f"build-{builds.cell(config, out, ref, level).name}",) if ref else ()
+        # after the raw build, which makes the frame store every build reads (two would race for it)
+        deps = (build_id(raw),) + ((f"build-{builds.cell(config, out, ref, level).name}",) if ref else ())
         return Task(build_id(archive), deps,
                     lambda: builds.plan_cell(config, out, codec, level, ref, progress))
 
@@ -86,8 +87,9 @@ def study_tasks(opts: StudyOptions, progress: bool = False) -> list[Task]:
             builds.archive_of(config, out, archive.codec, level_of[archive.name])
 
     tasks = [Task(build_id(raw), (), lambda: builds.plan_raw(config, out))]
-    tasks += sorted((build_task(a) for a in archives), key=lambda t: bool(t.deps))   # neural builds first
-    return tasks + row_tasks(opts.train, raw, archives, opts.seeds, out, lambda a: (build_id(a),), ready)
+    tasks += sorted((build_task(a) for a in archives), key=lambda t: len(t.deps))   # neural builds first
+    longest_first = sorted(archives, key=lambda a: builds.is_classical(a.codec))   # neural rows decode more
+    return tasks + row_tasks(opts.train, raw, longest_first, opts.seeds, out, lambda a: (build_id(a),), ready)
 
 
 @contextlib.contextmanager
