@@ -14,14 +14,15 @@ from typing import Any
 
 from nvrloader.codecs.options import StreamOptions, codec_options
 from nvrloader.reporting import write_json
-from nvrloader.study.rd import Cell, StudyConfig, build_cell, finished, read_record, settings
+from nvrloader.study.rd import Cell, StudyConfig, build_cell, finished, parse_variant, read_record, settings
 from recognition.study.runner import Skip
 
 RAW = "raw"
 
 
 def is_classical(codec: str) -> bool:
-    return issubclass(codec_options()[codec], StreamOptions)
+    """H.264/H.265 (or a variant of one, e.g. ``h264:preset=slow``)."""
+    return issubclass(codec_options()[parse_variant(codec)[0]], StreamOptions)
 
 
 def cell(config: StudyConfig, out: Path, codec: str, level: float, target: float | None = None) -> Cell:
