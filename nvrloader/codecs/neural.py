@@ -187,7 +187,8 @@ class NeuralCodec(Codec):
         model.load_state_dict(trained)
         fits = [r for r in (result, qat_result) if r is not None]
         return {**config(cfg, bits),
-                "report": {**({"rate_split": split} if split else {}), "params": count_model_params(model), "weights_per_part": weights_per_part(model),
+                "report": {**({"rate_split": split} if split else {}), "params": count_model_params(model),
+                           "weights_per_part": weights_per_part(model),
                            "train_seconds": round(sum(r.seconds for r in fits), 1),
                            "epochs": result.epochs_done, "steps": result.steps,
                            "stopped_early": any(r.stopped_early for r in fits), **quality, "fit_psnr": result.psnr,
