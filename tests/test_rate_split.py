@@ -19,7 +19,7 @@ class FakeKeyframes(Keyframes):
     def __init__(self, codec: str, size, psnr=lambda q: float(q)) -> None:
         self.codec, self.qualities, self._size, self._quality_psnr = codec, (0, 100), size, psnr
 
-    def size(self, quality: int) -> int:
+    def estimate(self, quality: int) -> float:
         return self._size(quality)
 
     def psnr(self, quality: int) -> float:
@@ -143,3 +143,44 @@ def test_a_low_rate_h264_reaches_is_not_refused(frames_8fps, tmp_path):
     assert abs(report["bpp"] / reached - 1) <= 0.02
     split = report["rate_split"]
     assert split["share"] < 0.75 and split["given"] == {"keyframe_share": 0.75, "clip_len": 8}
+
+
+class ArrayStore:
+    """The two FrameStore methods keyframe coding reads, over in-memory videos."""
+
+    def __init__(self, videos: list) -> None:
+        self.videos = videos
+
+    def num_frames(self, i: int) -> int:
+        return len(self.videos[i])
+
+    def frames(self, i: int, idx=None):
+        return self.videos[i] if idx is None else self.videos[i][idx]
+
+
+def test_keyframe_bytes_are_estimated_on_a_sample_then_exact_once_coded(monkeypatch):
+    """The quality searches encode only the sample; coding every video gives the real bytes."""
+    import numpy as np
+
+    from nvrloader.codecs import keyframes as kf
+    from nvrloader.compress import images
+
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(0, 200, 48)[None, :, None]
+    videos = [np.clip(ramp + rng.normal(0, 4 + 4 * v, (9, 32, 48, 3)) + 5 * np.arange(9)[:, None, None, None], 0, 255)
+              .astype(np.uint8) for v in range(6)]
+    coded: list[int] = []
+    real_encode = images.encode_keyframes
+    monkeypatch.setattr(images, "encode_keyframes", lambda frames, *a: coded.append(len(frames)) or real_encode(frames, *a))
+    monkeypatch.setattr(kf, "SAMPLE_VIDEOS", 3)
+    sampled = kf.Keyframes("av1-seq", ArrayStore(videos), range(6), clip_len=4)
+    assert sampled.sample == [0, 2, 5]
+    estimate = sampled.estimate(40)
+    assert len(coded) == 3                        # the sample only
+    payloads, _ = sampled.encode(40)
+    exact = sum(map(len, payloads))
+    assert estimate != exact and abs(estimate / exact - 1) < 0.3
+    assert sampled.estimate(40) == exact          # coded: the real bytes from then on
+    monkeypatch.setattr(kf, "SAMPLE_VIDEOS", 48)
+    whole = kf.Keyframes("av1-seq", ArrayStore(videos), range(6), clip_len=4)
+    assert whole.sample == list(range(6)) and whole.estimate(40) == exact

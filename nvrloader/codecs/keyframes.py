@@ -43,6 +43,7 @@ SHARE_CANDIDATES = (0.55, 0.7, 0.85)  # keyframe shares tried at a target bpp (t
 CLIP_CANDIDATES = (2, 4, 8)           # keyframe intervals tried (the paper's clips are 8 frames)
 DEFAULT_CLIP_LEN = 8                  # without a target
 SEARCH_FRACTION = 0.25                # of the fit's epochs or time budget, spent on the candidates together
+SAMPLE_VIDEOS = 48                    # videos whose keyframes the quality searches encode (evenly spaced)
 # auto: the stream codec with the higher keyframe PSNR at the keyframe budget. Measured (python -m
 # nvrloader.study keyframes, README): HEVC 4:4:4 streams win above about 0.1-0.15 keyframe bpp on real
 # video and everywhere on the synthetic set (AV1 is 4:2:0 only), AV1 streams below (a smaller header
@@ -51,47 +52,67 @@ AUTO_CODECS = ("hevc-seq", "av1-seq")
 
 
 class Keyframes:
-    """One dataset's keyframes under one codec: bytes and PSNR by quality, each quality encoded once
-    (the searches ask for the same ones again), and the payloads plus decoded pixels at a quality."""
+    """One dataset's keyframes under one codec: bytes and PSNR by quality, estimated on an evenly spaced
+    sample of ``SAMPLE_VIDEOS`` videos and kept (the searches ask for the same ones again), and the
+    payloads plus decoded pixels of every video at a quality."""
 
     def __init__(self, codec: str, store: FrameStore, video_ids: Sequence[int], clip_len: int) -> None:
         self.codec, self.store, self.video_ids, self.clip_len = codec, store, list(video_ids), clip_len
         self.qualities = images.QUALITY_RANGE[codec]
+        picks = np.unique(np.linspace(0, len(self.video_ids) - 1, min(len(self.video_ids), SAMPLE_VIDEOS)).round())
+        self.sample = [self.video_ids[int(i)] for i in picks]
+        count = {v: len(keyframe_indices(store.num_frames(v), clip_len)) for v in self.video_ids}
+        self._scale = sum(count.values()) / sum(count[v] for v in self.sample)
         self._sizes: dict[int, int] = {}
-        self._psnr: dict[int, float] = {}
+        self._estimates: dict[int, float] = {}
+        self._psnr: dict[tuple[int, bool], float] = {}
         self._last: tuple[int, tuple[list[bytes], dict[int, np.ndarray]]] | None = None
 
     def _frames(self, vid: int) -> np.ndarray:
         return self.store.frames(vid, keyframe_indices(self.store.num_frames(vid), self.clip_len))
 
-    def size(self, quality: int) -> int:
-        """Bytes of every video's keyframe payload at ``quality``."""
-        if quality not in self._sizes:
-            self._sizes[quality] = sum(len(images.encode_keyframes(self._frames(v), self.codec, quality))
-                                       for v in self.video_ids)
-        return self._sizes[quality]
+    def estimate(self, quality: int) -> float:
+        """Bytes of every video's keyframes at ``quality``, from the sample's bytes per keyframe (exact when
+        the sample is every video): the searches probe many qualities, and a full encode of a large
+        dataset at each took most of a build (480 videos: ~70 s a probe, dozens of probes)."""
+        if quality in self._sizes:
+            return self._sizes[quality]
+        if quality not in self._estimates:
+            self._estimates[quality] = self._scale * sum(
+                len(images.encode_keyframes(self._frames(v), self.codec, quality)) for v in self.sample)
+        return self._estimates[quality]
 
-    def lowest(self) -> int:
-        """Bytes at the lowest quality: less is impossible."""
-        return self.size(self.qualities[0])
+    def lowest(self) -> float:
+        """Bytes at the lowest quality (estimated): less is impossible."""
+        return self.estimate(self.qualities[0])
 
     def quality_within(self, budget: float) -> int:
-        """The highest quality whose keyframes fit ``budget`` bytes (the lowest if none does)."""
+        """The highest quality whose keyframes fit ``budget`` bytes by the estimate (the lowest if none
+        does); the model is then sized to what the real payloads leave."""
         lo, hi = self.qualities
-        return lo if self.lowest() > budget else largest_within(self.size, budget, lo, hi)
+        return lo if self.lowest() > budget else largest_within(self.estimate, budget, lo, hi)
 
     def psnr(self, quality: int) -> float:
-        """Mean PSNR of the decoded keyframes against the source frames."""
-        if quality not in self._psnr:
+        """Mean PSNR of the decoded keyframes against the source frames: over every video when that
+        quality has been coded, else over the sample (enough to choose a codec)."""
+        coded = self._last is not None and self._last[0] == quality
+        if (quality, coded) not in self._psnr:
             import torch
 
             from nvrloader.metrics import psnr
 
-            _, decoded = self.encode(quality)
+            videos = self.video_ids if coded else self.sample
+            decoded = self.encode(quality)[1] if coded else [self._roundtrip(v, quality)[1] for v in videos]
             values = [psnr(torch.from_numpy(decoded[i]).permute(0, 3, 1, 2),
-                           torch.from_numpy(self._frames(v)).permute(0, 3, 1, 2)) for i, v in enumerate(self.video_ids)]
-            self._psnr[quality] = float(torch.cat(values).mean())
-        return self._psnr[quality]
+                           torch.from_numpy(self._frames(v)).permute(0, 3, 1, 2)) for i, v in enumerate(videos)]
+            self._psnr[quality, coded] = float(torch.cat(values).mean())
+        return self._psnr[quality, coded]
+
+    def _roundtrip(self, vid: int, quality: int) -> tuple[bytes, np.ndarray]:
+        """A video's keyframe payload, and its keyframes decoded as the archive's decoder will decode them."""
+        frames = self._frames(vid)
+        payload = images.encode_keyframes(frames, self.codec, quality)
+        return payload, images.decode_keyframes(payload, self.codec, len(frames), frames.shape[1:3])
 
     def encode(self, quality: int, progress: bool = False) -> tuple[list[bytes], dict[int, np.ndarray]]:
         """One payload per video, and its keyframes decoded as the archive's decoder will decode them
@@ -103,9 +124,8 @@ class Keyframes:
         payloads, decoded = [], {}
         for i, vid in enumerate(tqdm(self.video_ids, desc=f"keyframes {self.codec} q{quality}", unit="video",
                                      leave=False, disable=not progress)):
-            frames = self._frames(vid)
-            payloads.append(images.encode_keyframes(frames, self.codec, quality))
-            decoded[i] = images.decode_keyframes(payloads[-1], self.codec, len(frames), frames.shape[1:3])
+            payload, decoded[i] = self._roundtrip(vid, quality)
+            payloads.append(payload)
         self._sizes[quality] = sum(map(len, payloads))
         self._last = (quality, (payloads, decoded))
         return payloads, decoded
