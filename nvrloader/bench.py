@@ -26,6 +26,7 @@ from nvrloader.device import resolve_device
 from nvrloader.main_decode import request_loader
 from nvrloader.reporting import save_figure, to_json, write_json
 
+SAMPLING = {"eval": "TSN segment centres (testing)", "train": "random TSN offsets (training)"}
 REFERENCES = ("raw", "h264")  # ratios are given to the first archive of each of these codecs
 DECODE_IN = ("workers", "main")
 
@@ -49,10 +50,10 @@ class ArchiveTiming:
 
     def __init__(self, path: str | Path, batch_size: int, num_workers: int, device: str, num_segments: int,
                  max_batches: int | None, half: bool = False, decode_in: str = "workers",
-                 options: DecodeOptions | None = None) -> None:
+                 options: DecodeOptions | None = None, sampling: str = "eval") -> None:
         self.path, self.num_workers, self.decode_in, self.max_batches = Path(path), num_workers, decode_in, max_batches
         self.ds = NVRDataset(path, split="all", num_segments=num_segments, device=device, half=half,
-                             decode_options=options).eval()
+                             decode_options=options).train(sampling == "train")
         self.loader = batches(self.ds, batch_size, num_workers, decode_in)
         self.batch_size = batch_size
         self.runs: list[tuple[int, int, float]] = []
@@ -67,6 +68,7 @@ class ArchiveTiming:
         self.runs.append(self._pass())
 
     def _pass(self) -> tuple[int, int, float]:
+        self.ds.set_epoch(len(self.runs) + 1)   # training sampling: new offsets each pass, as each epoch
         clips = frames = 0
         start = time.perf_counter()
         for b, (clip, _) in enumerate(self.loader):
@@ -128,7 +130,7 @@ def table(report: dict[str, Any]) -> str:
 
     head = (f"decode throughput through DataLoader: device {report['device']}{' fp16' if report['half'] else ''}, "
             f"batch {report['batch_size']}, {report['num_segments']} frames/clip, median of {report['repeats']} "
-            f"passes, decode in {report['decode_in']}")
+            f"passes, decode in {report['decode_in']}, frames at {SAMPLING[report['sampling']]}")
     cols = f"{'archive':18} {'codec':6} {'workers':>7} {'threads':>7} {'clips/s':>9} {'frames/s':>9} " \
            f"{'x raw':>6} {'x h264':>6} {'decoded/delivered':>18}"
     lines = [head, cols, "-" * len(cols)]
@@ -205,6 +207,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (default auto)")
     ap.add_argument("--num-segments", type=int, default=8, help="TSN segments (frames) per clip (default 8)")
     ap.add_argument("--repeats", type=int, default=5, help="timed passes after the warm-up")
+    ap.add_argument("--sampling", choices=tuple(SAMPLING), default="eval",
+                    help="which frames each clip asks: " + "; ".join(f"{k}: {v}" for k, v in SAMPLING.items())
+                         + " (D-NeRV delivers keyframes without its network, so this changes its speed)")
     ap.add_argument("--max-batches", type=int, help="stop each pass after this many batches")
     ap.add_argument("--half", action="store_true", help="fp16 neural decoding (CUDA only)")
     ap.add_argument("--decode-in", choices=("auto", *DECODE_IN), default="auto",
@@ -232,14 +237,15 @@ def main(argv: list[str] | None = None) -> int:
         decode_in = args.decode_in if args.decode_in != "auto" else ("main" if device.startswith("cuda")
                                                                      else "workers")
         settings = dict(batch_size=args.batch_size, device=args.device, num_segments=args.num_segments,
-                        max_batches=args.max_batches, half=args.half, decode_in=decode_in, options=options)
+                        max_batches=args.max_batches, half=args.half, decode_in=decode_in, options=options,
+                        sampling=args.sampling)
         results = [r for w in args.num_workers for r in time_archives(args.archives, w, args.repeats, **settings)]
     except (ArchiveError, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     add_ratios(results)
     report = {"batch_size": args.batch_size, "num_workers": args.num_workers, "device": device,
-              "half": args.half, "decode_in": decode_in, "num_segments": args.num_segments,
+              "half": args.half, "decode_in": decode_in, "num_segments": args.num_segments, "sampling": args.sampling,
               "repeats": args.repeats, "cache_mb": args.cache_mb, "reference": str(args.archives[0]),
               "results": results}
     print(table(report))

@@ -46,6 +46,15 @@ def test_bench_reports_speed_ratios_and_work_for_each_worker_count(archives, tmp
     assert out.with_suffix(".png").stat().st_size > 0
     printed = capsys.readouterr().out
     assert "device cpu, batch 2" in printed and "x h264" in printed and "dnerv.nvr" in printed
+    assert report["sampling"] == "eval" and "segment centres" in printed
+
+
+def test_bench_times_training_sampling_when_asked(archives, tmp_path):
+    out = tmp_path / "train.json"
+    assert bench.main([str(archives[0]), "--batch-size", "3", "--repeats", "2", "--num-workers", "0",
+                       "--sampling", "train", "--device", "cpu", "-o", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["sampling"] == "train" and report["results"][0]["frames_delivered_per_pass"] == 24
 
 
 def test_bench_decodes_in_the_main_process_when_asked(archives, tmp_path, capsys):

@@ -72,6 +72,29 @@ def test_requests_for_no_frame_give_empty_clips(archives, name):
     assert dec.get_frames(2, []).shape == (0, 3, 64, 80)
 
 
+def test_keyframes_as_frames_deliver_the_decoded_keyframes_and_skip_the_network(archives):
+    path = archives["dnerv"]
+    network = ArchiveDecoder(path, CPU, options=DecodeOptions(keyframes_as_frames=False))
+    direct = ArchiveDecoder(path, CPU, options=DecodeOptions(keyframes_as_frames=True))
+    assert not ArchiveDecoder(path, CPU)._codec_decoder().layout.keyframes_as_frames   # the archive's choice
+    keys = direct._codec_decoder()
+    for (video, idx), a, b in zip(REQUESTS, network.get_frames_batch(REQUESTS), direct.get_frames_batch(REQUESTS)):
+        kf = keyframe_indices(FRAME_COUNTS[video], 8)
+        for row, f in enumerate(idx):
+            if f in kf:   # the keyframe as decoded, not the network's reconstruction of it
+                assert torch.equal(b[row], keys.keyframe_pixels(video)[int(np.searchsorted(kf, f))])
+                assert not torch.equal(a[row], b[row])   # random weights: the network does not copy it
+            else:
+                assert torch.equal(a[row], b[row])
+    # a batch of keyframes alone runs no network at all
+    direct.stats.reset()
+    only_keys = [(0, [0, 8, 12]), (2, [0, 16])]
+    for (video, idx), frames in zip(only_keys, direct.get_frames_batch(only_keys)):
+        kf = keyframe_indices(FRAME_COUNTS[video], 8)
+        assert torch.equal(frames, keys.keyframe_pixels(video)[np.searchsorted(kf, idx)])
+    assert direct.stats.snapshot()["frames_decoded"] == 0 and direct.stats.snapshot()["frames_delivered"] == 5
+
+
 def test_only_requested_frames_leave_the_clips(archives):
     dec = ArchiveDecoder(archives["dnerv"], CPU)
     dec.get_frames_batch(REQUESTS)

@@ -47,8 +47,16 @@ def test_codec_builds_and_decodes_what_eval_scores(codec, common, tmp_path):
         assert 0 < report["params"] < 1_000_000 and report["train_seconds"] > 0
         assert sum(report["weights_per_part"].values()) == report["params"]
         assert all(np.isfinite(report[k]) for k in ("psnr", "psnr_float", "psnr_rounded", "psnr_qat"))
-        # the report's QAT number is the PSNR of the stored weights, as the decoder produces it
-        assert report["psnr_qat"] == pytest.approx(report["psnr"], abs=0.01)
+        # the report's QAT number is the PSNR of the stored weights, as the network produces it; D-NeRV's
+        # decoder delivers the keyframes themselves where they measured better than the network there
+        if codec == "dnerv":
+            kaf = report["keyframes_as_frames"]
+            assert kaf["chosen"] == (kaf["psnr_keyframes"] >= kaf["psnr_network"])
+            assert archive.meta["codec_config"]["keyframes"]["as_frames"] == kaf["chosen"]
+        if codec != "dnerv" or not kaf["chosen"]:
+            assert report["psnr_qat"] == pytest.approx(report["psnr"], abs=0.01)
+        else:
+            assert report["psnr"] >= report["psnr_qat"] - 0.01
         assert report["qat"]["epochs"] == 1 and report["qat"]["steps"] > 0
     # NVRDataset's clips are exactly the decoder's frames that eval scored
     store = store_of(common)

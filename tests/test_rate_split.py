@@ -122,7 +122,8 @@ def test_searched_split_picks_the_best_trial_and_lands_on_the_target(synth_root,
     assert len(trials) == split["trials_planned"] >= 3 and {t["clip_len"] for t in trials} == {2, 4, 8}
     best = max(trials, key=lambda t: t["psnr"])
     assert (split["clip_len"], split["codec"], split["quality"]) == (best["clip_len"], best["codec"], best["quality"])
-    assert report["codec_config"]["keyframes"] == {"codec": split["codec"], "quality": split["quality"]}
+    assert report["codec_config"]["keyframes"] == {"codec": split["codec"], "quality": split["quality"],
+                                                   "as_frames": report["keyframes_as_frames"]["chosen"]}
     assert report["codec_config"]["clip_len"] == split["clip_len"]
     assert report["bytes_keyframes"] == best["keyframe_bytes"]
     target_bytes = target * 64 * 80 * report["num_frames"] / 8

@@ -30,7 +30,8 @@ from nvrloader.codecs.qat import (QAT_LR_SCALE, QAT_PLANNED_BITS, qat_epochs, qu
 from nvrloader.codecs.training import training_for
 from nvrloader.compress import quant
 from nvrloader.decode.base import video_key
-from nvrloader.decode.layouts import FrameTable, TimeLayout, to_float
+from nvrloader.decode.layouts import (ClipLayout, FrameTable, TimeLayout, keyframe_indices, keyframe_pixels,
+                                     no_stats, to_float)
 from nvrloader.decode.neural import stored_state
 from nvrloader.distributed import broadcast
 from nvrloader.fit import FakeQuant, FitConfig, fit
@@ -77,6 +78,12 @@ class _FloatSide:
         return self._emb[video]
 
 
+def keyframe_config(codec: str, quality: int) -> dict[str, Any]:
+    """D-NeRV's stored keyframe config; ``as_frames`` is decided once the weights are final
+    (`NeuralCodec._keyframes_as_frames`), and is a key of the same size until then."""
+    return {"codec": codec, "quality": quality, "as_frames": False}
+
+
 @register_codec
 class NeuralCodec(Codec):
     names = tuple(list_models())
@@ -117,7 +124,7 @@ class NeuralCodec(Codec):
             keyframes, quality, split, warm = self._keyframes(job, fit_cfg, emb_bits)
             job = self._with_clip_len(job, keyframes.clip_len)
             keyframe_payloads, lossy = keyframes.encode(quality, job.progress)
-            kf_cfg = {"codec": keyframes.codec, "quality": quality}
+            kf_cfg = keyframe_config(keyframes.codec, quality)
         opts: NeuralOptions = job.options
         store, video_ids, budget = job.store, job.video_ids, job.budget
         clip_len = opts.clip_len if isinstance(opts, KeyframeOptions) else 8
@@ -185,6 +192,11 @@ class NeuralCodec(Codec):
         with FakeQuant(model, float_bits, modes, masks).applied():
             quality["psnr_rounded"] = self._psnr(model, training.layout, store, video_ids, float_side, job.device)
         model.load_state_dict(trained)
+        if kf_cfg:
+            with fake.applied():  # the weights as stored
+                quality["keyframes_as_frames"] = self._keyframes_as_frames(model, training.layout, store, video_ids,
+                                                                           side, job.device)
+            kf_cfg["as_frames"] = quality["keyframes_as_frames"]["chosen"]   # into config(), read below
         fits = [r for r in (result, qat_result) if r is not None]
         return {**config(cfg, bits),
                 "report": {**({"rate_split": split} if split else {}), "params": count_model_params(model),
@@ -340,7 +352,7 @@ class NeuralCodec(Codec):
         for clip_len in (CLIP_CANDIDATES if opts.clip_len is None else (opts.clip_len,)):
             clip_opts = self._with_clip_len(job, clip_len).options
             codecs = KeyframeCodecs(opts.keyframe_codec, job.store, job.video_ids, clip_len)
-            widest = {"codec": max(codecs.by_name, key=len), "quality": 100}  # meta bytes not undercounted
+            widest = keyframe_config(max(codecs.by_name, key=len), 100)  # meta bytes not undercounted
             meta = budget.meta_bytes(self._stored_config(clip_opts, clip_len, emb_bits, widest,
                                                          jsonable(self._probe(clip_opts, resolution).config),
                                                          DEFAULT_WEIGHT_BITS))
@@ -370,7 +382,7 @@ class NeuralCodec(Codec):
             keyframes = codecs_by_clip[candidate.clip_len].by_name[candidate.codec]
             payloads, lossy = keyframes.encode(candidate.quality)
             config = functools.partial(self._stored_config, clip_job.options, candidate.clip_len, emb_bits,
-                                       {"codec": candidate.codec, "quality": candidate.quality})
+                                       keyframe_config(candidate.codec, candidate.quality))
             model = self._sized_model(clip_job, sum(map(len, payloads)), config, emb_bits, training.layout.table.total)
             short = short_fit(fit_cfg, planned)
             result = fit(training.trainable(model), training.items(job.store, job.video_ids, lossy), training.forward,
@@ -402,6 +414,21 @@ class NeuralCodec(Codec):
         payload = quant.pack(quant.quantize_embeddings(emb.cpu(), bits=bits))
         deq = quant.unpack(payload)["embeddings"].to(device)
         return list(deq.split([store.num_frames(v) for v in video_ids])), payload
+
+    @torch.no_grad()
+    def _keyframes_as_frames(self, model: nn.Module, layout: ClipLayout, store: FrameStore, video_ids: Sequence[int],
+                             side: Any, device: torch.device) -> dict[str, Any]:
+        """Mean PSNR at the keyframe positions of the network's frames and of the stored keyframes; the
+        decoder delivers the keyframes themselves (and skips the network there) when they are no worse."""
+        network, stored = [], []
+        for i, v in enumerate(video_ids):
+            idx = keyframe_indices(store.num_frames(v), layout.clip_len)
+            ref = torch.from_numpy(store.frames(v, idx)).permute(0, 3, 1, 2)
+            pairs = np.stack([np.full(len(idx), i), idx], 1)
+            network.append(psnr(layout.network_frames(model, pairs, device, side, no_stats, None).cpu(), ref))
+            stored.append(psnr(keyframe_pixels(side, i).cpu(), ref))
+        net, kept = float(torch.cat(network).mean()), float(torch.cat(stored).mean())
+        return {"psnr_network": round(net, 4), "psnr_keyframes": round(kept, 4), "chosen": kept >= net}
 
     @torch.no_grad()
     def _psnr(self, model: nn.Module, layout: TimeLayout, store: FrameStore, video_ids: Sequence[int],

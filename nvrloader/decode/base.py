@@ -31,6 +31,8 @@ class DecodeOptions:
     reuse in every decoding process (`runtime.tune_malloc`; D-NeRV 1.5x, no more system time).
     ``worker_threads``: torch intra-op threads in each DataLoader worker that decodes (the main
     process keeps its own setting); raise it when there are more cores than workers.
+    ``keyframes_as_frames``: D-NeRV delivers a requested keyframe as decoded, without the network
+    (`layouts.ClipLayout`); None follows the archive, whose build chose it by measured PSNR.
     """
 
     CPU_CHUNK_PIXELS: ClassVar[int] = 16 * 64 * 80
@@ -41,6 +43,7 @@ class DecodeOptions:
     chunk_pixels: int | None = None
     tune_malloc: bool = True
     worker_threads: int = 1
+    keyframes_as_frames: bool | None = None
 
     def use_channels_last(self, device: torch.device) -> bool:
         return device.type == "cuda" if self.channels_last is None else self.channels_last

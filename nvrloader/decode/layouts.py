@@ -72,6 +72,12 @@ class SideInfo(Protocol):
         """A video's decoded keyframes, float [K, 3, H, W] in [0, 1], in keyframe_indices order."""
 
 
+def keyframe_pixels(side: SideInfo, video: int) -> torch.Tensor:
+    """A video's decoded keyframes as uint8 [K, 3, H, W]: the side's cached ones when it keeps them."""
+    cached = getattr(side, "keyframe_pixels", None)
+    return cached(video) if cached is not None else to_uint8(side.keyframes(video))
+
+
 def unique_frames(requests: Sequence[tuple[int, np.ndarray]]) -> tuple[np.ndarray, list[np.ndarray]]:
     """The distinct (video, frame) pairs of a batch of requests, sorted, as [U, 2], and for each request
     the rows of its frames in them: a frame asked twice (short videos under TSN, overlapping clips)
@@ -153,9 +159,30 @@ def keyframe_indices(num_frames: int, clip_len: int) -> np.ndarray:
 class ClipLayout(TimeLayout):
     """D-NeRV: decodes the clips holding the requested frames, each keyframe through the content
     encoder once (cached by the side when it can), and only the requested frames past the last
-    stage that mixes a clip's frames."""
+    stage that mixes a clip's frames.
+
+    With ``keyframes_as_frames`` a requested frame that is a keyframe is the decoded keyframe itself,
+    as an I-frame is in H.264, and skips the network: the build sets it where that measured at least
+    as good (the network's output there is its reconstruction of a frame it was given)."""
 
     side_info = "keyframes"
+
+    def __init__(self, table: FrameTable, clip_len: int = 8, keyframes_as_frames: bool = False) -> None:
+        super().__init__(table, clip_len)
+        self.keyframes_as_frames = keyframes_as_frames
+
+    def is_keyframe(self, frames: np.ndarray) -> np.ndarray:
+        """Which (video, frame) pairs [U, 2] are keyframes: a clip's first frame, or a video's last."""
+        last = np.asarray(self.table.num_frames, dtype=np.int64)[frames[:, 0]] - 1
+        return (frames[:, 1] % self.clip_len == 0) | (frames[:, 1] == last)
+
+    def stored_keyframes(self, side: SideInfo, frames: np.ndarray, device: torch.device) -> torch.Tensor:
+        """uint8 [U, 3, H, W] of keyframe pairs [U, 2] (sorted), from the side's decoded keyframes."""
+        out = []
+        for v, f in _by_video(frames):
+            pick = np.searchsorted(keyframe_indices(self.table.num_frames[v], self.clip_len), f)
+            out.append(keyframe_pixels(side, v).to(device)[torch.as_tensor(pick, device=device)])
+        return torch.cat(out)
 
     def num_clips(self, num_frames: int) -> int:
         return -(-num_frames // self.clip_len)
@@ -203,6 +230,21 @@ class ClipLayout(TimeLayout):
                side: SideInfo, count: Callable[..., None] = no_stats,
                chunk_frames: int | None = None) -> list[torch.Tensor]:
         frames, rows = unique_frames(requests)
+        if not self.keyframes_as_frames:
+            return deliver(self.network_frames(model, frames, device, side, count, chunk_frames), rows)
+        key = self.is_keyframe(frames)
+        h, w = model.resolution
+        out = torch.empty(len(frames), 3, h, w, dtype=torch.uint8, device=device)
+        if key.any():
+            out[torch.as_tensor(key, device=device)] = self.stored_keyframes(side, frames[key], device)
+        if not key.all():
+            out[torch.as_tensor(~key, device=device)] = self.network_frames(model, frames[~key], device, side,
+                                                                             count, chunk_frames)
+        return deliver(out, rows)
+
+    def network_frames(self, model: nn.Module, frames: np.ndarray, device: torch.device, side: SideInfo,
+                       count: Callable[..., None], chunk_frames: int | None) -> torch.Tensor:
+        """uint8 [U, 3, H, W] of distinct (video, frame) pairs [U, 2] (sorted) through the network."""
         clip_keys, clip_of = np.unique(frames[:, 0] * (1 << 32) + frames[:, 1] // self.clip_len,
                                        return_inverse=True)
         clips = [(int(k >> 32), int(k & 0xFFFFFFFF)) for k in clip_keys]
@@ -216,7 +258,7 @@ class ClipLayout(TimeLayout):
                                         None if chunk_frames is None else chunk_frames * h * w)
         out = to_uint8(frames_out.flatten(0, 1) if whole else frames_out)
         count(frames_decoded=len(clips) * self.clip_len if model.uses_gtmlp else len(keep))
-        return deliver(out, rows)
+        return out
 
 
 # by a model family's layout name (``ModelFamily.layout``); SNeRV decodes as HNeRV does

@@ -2,7 +2,7 @@
 (D-NeRV keyframes, HNeRV/SNeRV embeddings), one forward pass per DataLoader batch."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from nvrloader.compress import images, quant
 from nvrloader.decode.base import DecodeOptions, Decoder, register_decoder, video_key
 from nvrloader.decode.cache import ByteLRU
 from nvrloader.decode.fastpath import for_cpu_inference
-from nvrloader.decode.layouts import LAYOUTS, FrameTable, TimeLayout, keyframe_indices, param_dtype
+from nvrloader.decode.layouts import LAYOUTS, ClipLayout, FrameTable, TimeLayout, keyframe_indices, param_dtype
 from nvrloader.decode.runtime import host_to_device
 from nvrloader.decode.stats import DecodeStats
 from nvrloader.models import list_models, model_family
@@ -65,9 +65,14 @@ class NeuralDecoder(Decoder):
         self.model.to(memory_format=self.memory_format)
         table = FrameTable(tuple(int(v["num_frames"]) for v in self.meta["videos"]))
         self.layout: TimeLayout = LAYOUTS[family.layout](table, cfg.get("clip_len", 8))
+        if isinstance(self.layout, ClipLayout):
+            as_frames = self.options.keyframes_as_frames
+            self.layout.keyframes_as_frames = bool((cfg.get("keyframes") or {}).get("as_frames", False)
+                                                   if as_frames is None else as_frames)
         self.chunk_frames = self.options.chunk_frames(device, int(self.meta["height"]), int(self.meta["width"]))
         self._embeddings: list[torch.Tensor] | None = None
-        self._pyramids: ByteLRU[list[torch.Tensor]] = ByteLRU(int(self.options.cache_mb * 2 ** 20))
+        # per video: ("pixels", v) its decoded keyframes (uint8), ("pyramid", v) them through the encoder
+        self._side_cache: ByteLRU[Any] = ByteLRU(int(self.options.cache_mb * 2 ** 20))
 
     def embeddings(self, video: int) -> torch.Tensor:
         if self._embeddings is None:
@@ -78,20 +83,27 @@ class NeuralDecoder(Decoder):
             self._embeddings = list(allemb.split(list(self.layout.table.num_frames)))
         return self._embeddings[video]
 
-    def keyframes(self, video: int) -> torch.Tensor:
-        """A video's decoded keyframes, float [K, 3, H, W] in [0, 1] in the model's precision."""
+    def keyframe_pixels(self, video: int) -> torch.Tensor:
+        """A video's decoded keyframes, uint8 [K, 3, H, W] on the device, decoded once while the cache allows."""
+        return self._side_cache.get(("pixels", video), lambda: self._decode_keyframes(video))
+
+    def _decode_keyframes(self, video: int) -> torch.Tensor:
         codec = self.config["keyframes"]["codec"]
         with self.archive.decoding(f"keyframes/{video_key(video)}"):
             count = len(keyframe_indices(self.layout.table.num_frames[video], self.layout.clip_len))
             frames = images.decode_keyframes(self.archive.get("keyframes", video_key(video)), codec, count,
                                              (int(self.meta["height"]), int(self.meta["width"])))
         self.stats.add(keyframes_decoded=len(frames))
-        pixels = host_to_device(frames, self.device).permute(0, 3, 1, 2).float().div_(255)
+        return host_to_device(frames, self.device).permute(0, 3, 1, 2)
+
+    def keyframes(self, video: int) -> torch.Tensor:
+        """A video's decoded keyframes, float [K, 3, H, W] in [0, 1] in the model's precision."""
+        pixels = self.keyframe_pixels(video).float().div_(255)
         return pixels.to(param_dtype(self.model), memory_format=self.memory_format)
 
     def pyramid(self, video: int) -> list[torch.Tensor]:
         """A video's keyframes through D-NeRV's content encoder, made once and kept while the cache allows."""
-        return self._pyramids.get(video, lambda: self._encode(video))
+        return self._side_cache.get(("pyramid", video), lambda: self._encode(video))
 
     def _encode(self, video: int) -> list[torch.Tensor]:
         keyframes = self.keyframes(video)
