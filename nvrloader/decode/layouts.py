@@ -233,14 +233,15 @@ class ClipLayout(TimeLayout):
         if not self.keyframes_as_frames:
             return deliver(self.network_frames(model, frames, device, side, count, chunk_frames), rows)
         key = self.is_keyframe(frames)
-        h, w = model.resolution
-        out = torch.empty(len(frames), 3, h, w, dtype=torch.uint8, device=device)
-        if key.any():
-            out[torch.as_tensor(key, device=device)] = self.stored_keyframes(side, frames[key], device)
-        if not key.all():
-            out[torch.as_tensor(~key, device=device)] = self.network_frames(model, frames[~key], device, side,
-                                                                             count, chunk_frames)
-        return deliver(out, rows)
+        parts = ([self.stored_keyframes(side, frames[key], device)] if key.any() else []) + \
+            ([self.network_frames(model, frames[~key], device, side, count, chunk_frames)] if not key.all() else [])
+        # rows of the distinct frames in [keyframes; network frames]
+        place = np.empty(len(frames), dtype=np.int64)
+        place[key], place[~key] = np.arange(key.sum()), key.sum() + np.arange((~key).sum())
+        if not parts:
+            h, w = model.resolution
+            parts = [torch.empty(0, 3, h, w, dtype=torch.uint8, device=device)]
+        return deliver(torch.cat(parts) if len(parts) > 1 else parts[0], [place[r] for r in rows])
 
     def network_frames(self, model: nn.Module, frames: np.ndarray, device: torch.device, side: SideInfo,
                        count: Callable[..., None], chunk_frames: int | None) -> torch.Tensor:
