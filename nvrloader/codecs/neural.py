@@ -319,7 +319,8 @@ class NeuralCodec(Codec):
     def _training(self, job: EncodeJob, clip_len: int) -> Any:
         """The family's training half over the job's videos."""
         table = FrameTable(tuple(job.store.num_frames(v) for v in job.video_ids))
-        return training_for(model_family(self.name).layout, table, clip_len)
+        return training_for(model_family(self.name).layout, table, clip_len,
+                            getattr(job.options, "keyframe_loss", True))
 
     @staticmethod
     def _with_clip_len(job: EncodeJob, clip_len: int) -> EncodeJob:

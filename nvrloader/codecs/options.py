@@ -102,6 +102,8 @@ class KeyframeOptions(NeuralOptions):
     clip_len: int | None = option(None, "D-NeRV clip length in frames: keyframes at every clip boundary (default: "
                                   "searched among 2, 4, 8 with the keyframe share at a target bpp, else the paper's 8)",
                                   low=2, high=64)
+    keyframe_loss: bool = option(True, "D-NeRV fits its output at keyframe positions too (false: only the frames "
+                                 "between keyframes, and the decoder delivers the keyframes themselves there)")
     # the paper's ablation switches (None: the model's default)
     rgb_residual: bool | None = option(None, "D-NeRV RGB head predicts a correction to the warped keyframes")
     fusion: str | None = option(None, "D-NeRV content fusion: SAF or U-Net-style concatenation",

@@ -40,7 +40,20 @@ class ClipItems(Dataset):
     def __init__(self, layout: ClipLayout, store: FrameStore, video_ids: Sequence[int],
                  keyframes: dict[int, np.ndarray]) -> None:
         self.layout, self.store, self.video_ids, self.keyframes = layout, store, list(video_ids), keyframes
-        self.clips = [(v, k) for v, n in enumerate(layout.table.num_frames) for k in range(layout.num_clips(n))]
+        # a decoder that delivers keyframes as decoded never shows the network's frames there: no loss on
+        # them, and a clip of keyframes alone is no item
+        self.fit_keyframes = not layout.keyframes_as_frames
+        self.clips = [(v, k) for v, n in enumerate(layout.table.num_frames) for k in range(layout.num_clips(n))
+                      if self._mask(v, k).any()]
+        if not self.clips:
+            raise ValueError("every frame is a keyframe: there is nothing for the network to fit")
+
+    def _mask(self, video: int, clip: int) -> np.ndarray:
+        """The frames of a clip the loss counts: real ones (not padding), keyframes only when fitted."""
+        frames, mask = self.layout.clip_frames(self.layout.table.num_frames[video], clip)
+        if not self.fit_keyframes:
+            mask = mask & ~self.layout.is_keyframe(np.stack([np.full(len(frames), video), frames], 1))
+        return mask
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -48,10 +61,10 @@ class ClipItems(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         video, clip = self.clips[index]
         n = self.layout.table.num_frames[video]
-        frames, mask = self.layout.clip_frames(n, clip)
+        frames, _ = self.layout.clip_frames(n, clip)
         item = self.layout.clip_inputs(video, clip, to_float(self.keyframes[video]))
         item["frames"] = to_float(self.store.frames(self.video_ids[video], frames))
-        item["mask"] = torch.as_tensor(mask)
+        item["mask"] = torch.as_tensor(self._mask(video, clip))
         return item
 
 
@@ -130,6 +143,10 @@ TRAINING: dict[str, type[TimeTraining]] = {"time": TimeTraining, "embedding": Em
                                            "subband": SubbandTraining, "clip": ClipTraining}
 
 
-def training_for(layout_name: str, table: FrameTable, clip_len: int) -> TimeTraining:
-    """The decode layout of a family and its training half, built together."""
-    return TRAINING[layout_name](LAYOUTS[layout_name](table, clip_len))
+def training_for(layout_name: str, table: FrameTable, clip_len: int, keyframe_loss: bool = True) -> TimeTraining:
+    """The decode layout of a family and its training half, built together; without ``keyframe_loss``
+    D-NeRV's layout delivers keyframes as decoded, and its fit leaves their positions out."""
+    layout = LAYOUTS[layout_name](table, clip_len)
+    if isinstance(layout, ClipLayout):
+        layout.keyframes_as_frames = not keyframe_loss
+    return TRAINING[layout_name](layout)
