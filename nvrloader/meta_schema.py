@@ -192,7 +192,8 @@ NEURAL_CONFIG = Obj(required={
     "clip_len": Int(1, MAX_CLIP_LEN),
     "weights": Obj(required={"bits": Num(1, 16)}, optional={"prune": Num(0, 1)}),
     "embeddings": OneOf((Null(), Obj(required={"bits": Num(1, 16)}))),
-    "keyframes": OneOf((Null(), Obj(required={"codec": Text(KEYFRAME_CODECS), "quality": Int(0, 100)}))),
+    "keyframes": OneOf((Null(), Obj(required={"codec": Text(KEYFRAME_CODECS), "quality": Int(0, 100)},
+                                    optional={"as_frames": Bool()}, extra=None))),
 })
 CLASSICAL_CONFIG = Obj(required={}, optional={
     "encoder": Text(("libx264", "libx265")), "crf": Num(0, 51), "preset": Text(max_len=64),

@@ -152,6 +152,7 @@ def test_meta_fields_out_of_range(copy, field, value, where):
     (lambda cfg: cfg["model_config"].__setitem__("strides", [2] * 1000), "model_config.strides"),
     (lambda cfg: cfg["model_config"].__setitem__("clip_len", 8), "model_config.clip_len"),
     (lambda cfg: cfg["keyframes"].__setitem__("codec", "eps"), "keyframes.codec"),
+    (lambda cfg: cfg["keyframes"].__setitem__("as_frames", "yes"), "keyframes.as_frames"),
     (lambda cfg: cfg.__setitem__("keyframes", None), "keyframes"),
     (lambda cfg: cfg["weights"].__setitem__("bits", 0), "weights.bits"),
     (lambda cfg: cfg.__setitem__("model", "nerv"), "model"),
