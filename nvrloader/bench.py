@@ -27,8 +27,8 @@ from nvrloader.main_decode import request_loader
 from nvrloader.reporting import save_figure, to_json, write_json
 
 SAMPLING = {"eval": "TSN segment centres (testing)", "train": "random TSN offsets (training)"}
-REFERENCES = ("raw", "h264")
-ON_OFF = {"auto": None, "on": True, "off": False}  # ratios are given to the first archive of each of these codecs
+REFERENCES = ("raw", "h264")  # ratios are given to the first archive of each of these codecs
+ON_OFF = {"auto": None, "on": True, "off": False}  # DecodeOptions switches (None: the default rule)
 DECODE_IN = ("workers", "main")
 
 
@@ -221,9 +221,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="torch threads in each decoding worker")
     ap.add_argument("--cache-mb", type=float, default=DecodeOptions.cache_mb,
                     help="per-process cache of decoded side information (D-NeRV keyframe pyramids)")
-    ap.add_argument("--channels-last", choices=("auto", "on", "off"), default="auto",
+    ap.add_argument("--channels-last", choices=tuple(ON_OFF), default="auto",
                     help="NHWC convolutions (auto: on CUDA only)")
-    ap.add_argument("--keyframes-as-frames", choices=("auto", "on", "off"), default="auto",
+    ap.add_argument("--keyframes-as-frames", choices=tuple(ON_OFF), default="auto",
                     help="D-NeRV delivers requested keyframes as decoded, without its network (auto: as the "
                          "archive's build chose by PSNR)")
     ap.add_argument("-o", "--output", type=Path, help="JSON output (a bar chart PNG is written beside it)")
@@ -233,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     options = DecodeOptions(half=args.half, cache_mb=args.cache_mb, worker_threads=args.worker_threads,
-                            channels_last=ON_OFF[args.channels_last], keyframes_as_frames=ON_OFF[args.keyframes_as_frames])
+                            channels_last=ON_OFF[args.channels_last],
+                            keyframes_as_frames=ON_OFF[args.keyframes_as_frames])
     try:
         if not args.allow_mismatch:
             check_same_frames(args.archives)
@@ -249,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     add_ratios(results)
     report = {"batch_size": args.batch_size, "num_workers": args.num_workers, "device": device,
-              "half": args.half, "decode_in": decode_in, "num_segments": args.num_segments, "sampling": args.sampling,
-              "repeats": args.repeats, "cache_mb": args.cache_mb, "keyframes_as_frames": args.keyframes_as_frames, "reference": str(args.archives[0]),
+              "half": args.half, "decode_in": decode_in, "num_segments": args.num_segments,
+              "sampling": args.sampling, "repeats": args.repeats, "cache_mb": args.cache_mb,
+              "keyframes_as_frames": args.keyframes_as_frames, "reference": str(args.archives[0]),
               "results": results}
     print(table(report))
     if args.output:

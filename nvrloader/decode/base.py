@@ -48,6 +48,9 @@ class DecodeOptions:
     def use_channels_last(self, device: torch.device) -> bool:
         return device.type == "cuda" if self.channels_last is None else self.channels_last
 
+    def use_keyframes_as_frames(self, archive_choice: bool) -> bool:
+        return archive_choice if self.keyframes_as_frames is None else self.keyframes_as_frames
+
     def chunk_frames(self, device: torch.device, height: int, width: int) -> int | None:
         """Frames per forward pass at this resolution (None: the whole batch)."""
         pixels = self.chunk_pixels if self.chunk_pixels is not None else (

@@ -166,10 +166,7 @@ class ClipLayout(TimeLayout):
     as good (the network's output there is its reconstruction of a frame it was given)."""
 
     side_info = "keyframes"
-
-    def __init__(self, table: FrameTable, clip_len: int = 8, keyframes_as_frames: bool = False) -> None:
-        super().__init__(table, clip_len)
-        self.keyframes_as_frames = keyframes_as_frames
+    keyframes_as_frames = False   # set by the decoder (from the archive) or the training (from its options)
 
     def is_keyframe(self, frames: np.ndarray) -> np.ndarray:
         """Which (video, frame) pairs [U, 2] are keyframes: a clip's first frame, or a video's last."""
@@ -230,18 +227,13 @@ class ClipLayout(TimeLayout):
                side: SideInfo, count: Callable[..., None] = no_stats,
                chunk_frames: int | None = None) -> list[torch.Tensor]:
         frames, rows = unique_frames(requests)
-        if not self.keyframes_as_frames:
-            return deliver(self.network_frames(model, frames, device, side, count, chunk_frames), rows)
-        key = self.is_keyframe(frames)
-        parts = ([self.stored_keyframes(side, frames[key], device)] if key.any() else []) + \
-            ([self.network_frames(model, frames[~key], device, side, count, chunk_frames)] if not key.all() else [])
-        # rows of the distinct frames in [keyframes; network frames]
-        place = np.empty(len(frames), dtype=np.int64)
-        place[key], place[~key] = np.arange(key.sum()), key.sum() + np.arange((~key).sum())
-        if not parts:
-            h, w = model.resolution
-            parts = [torch.empty(0, 3, h, w, dtype=torch.uint8, device=device)]
-        return deliver(torch.cat(parts) if len(parts) > 1 else parts[0], [place[r] for r in rows])
+        key = self.is_keyframe(frames) if self.keyframes_as_frames else np.zeros(len(frames), dtype=bool)
+        parts = [self.stored_keyframes(side, frames[key], device)] if key.any() else []
+        if not key.all():
+            parts.append(self.network_frames(model, frames[~key], device, side, count, chunk_frames))
+        # each distinct frame's row in [keyframes; network frames]
+        place = np.argsort(np.concatenate([np.flatnonzero(key), np.flatnonzero(~key)]))
+        return deliver(parts[0] if len(parts) == 1 else torch.cat(parts), [place[r] for r in rows])
 
     def network_frames(self, model: nn.Module, frames: np.ndarray, device: torch.device, side: SideInfo,
                        count: Callable[..., None], chunk_frames: int | None) -> torch.Tensor:

@@ -66,9 +66,8 @@ class NeuralDecoder(Decoder):
         table = FrameTable(tuple(int(v["num_frames"]) for v in self.meta["videos"]))
         self.layout: TimeLayout = LAYOUTS[family.layout](table, cfg.get("clip_len", 8))
         if isinstance(self.layout, ClipLayout):
-            as_frames = self.options.keyframes_as_frames
-            self.layout.keyframes_as_frames = bool((cfg.get("keyframes") or {}).get("as_frames", False)
-                                                   if as_frames is None else as_frames)
+            stored = bool((cfg.get("keyframes") or {}).get("as_frames", False))   # the schema checked its type
+            self.layout.keyframes_as_frames = self.options.use_keyframes_as_frames(stored)
         self.chunk_frames = self.options.chunk_frames(device, int(self.meta["height"]), int(self.meta["width"]))
         self._embeddings: list[torch.Tensor] | None = None
         # per video: ("pixels", v) its decoded keyframes (uint8), ("pyramid", v) them through the encoder
