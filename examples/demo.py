@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=float, default=2.0)
     ap.add_argument("--target-bpp", type=float, default=0.3)
     ap.add_argument("--epochs", type=int, default=5, help="neural codec training epochs")
-    ap.add_argument("--lr", type=float, default=1e-3, help="neural codec peak learning rate")
+    ap.add_argument("--lr", type=float, default=None, help="neural codec peak learning rate (default: each "
+                    "model's recipe for its size)")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     frames = FrameSpec(fps=args.fps, resolution=args.resolution)

@@ -58,9 +58,15 @@ def test_flow_off_and_single_scale_flow():
                                        dict(multiscale_flow=False)])
 def test_ablations_run_and_train(overrides):
     model = build(**overrides)
-    out = model(clip_batch(model))
-    assert out.shape == (1, 8, 3, 64, 80) and 0 <= out.min() and out.max() <= 1
-    out.mean().backward()
+    batch = clip_batch(model)
+    target = torch.rand(1, 8, 3, 64, 80)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(3):   # zero-initialised heads pass gradients on to the layers before them after a step or two
+        optimizer.zero_grad()
+        out = model(batch)
+        assert out.shape == (1, 8, 3, 64, 80) and 0 <= out.min() and out.max() <= 1
+        (out - target).pow(2).mean().backward()
+        optimizer.step()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
 
 
@@ -141,24 +147,22 @@ def test_dataset_statistics_are_saved():
     torch.testing.assert_close(state["std"].flatten(), torch.full((3,), 0.25))
 
 
-def test_rgb_residual_starts_from_blended_keyframes():
-    """With a silent RGB head and zero flow, the output is (1 - w) * start + w * end keyframe."""
+def test_an_untrained_model_is_keyframe_interpolation():
+    """Flow and RGB heads start at zero, so before any fitting the output is (1 - w) * start + w * end
+    keyframe: a tiny model fitted for minutes starts from the blend, not from noise (measured on the real
+    clips at 4 fps: 24.32 dB between keyframes against 23.71 with random heads, README)."""
     torch.manual_seed(0)
     model = create_model("dnerv", "tiny", (64, 80))
-    with torch.no_grad():
-        for head in [model.rgb_head, *model.flow_heads]:
-            head[-1].weight.zero_()
-            head[-1].bias.zero_()
     keyframes = torch.rand(1, 2, 3, 64, 80)
     offset = torch.arange(8.0)[None]
-    out = model({"t": torch.rand(1, 8), "offset": offset, "span": torch.tensor([8.0]), "keyframes": keyframes})
+    batch = {"t": torch.rand(1, 8), "offset": offset, "span": torch.tensor([8.0]), "keyframes": keyframes}
     w = (offset / 8).view(1, 8, 1, 1, 1)
     expected = (1 - w) * keyframes[:, :1] + w * keyframes[:, 1:]
-    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
-    plain = create_model("dnerv", "tiny", (64, 80), rgb_residual=False)
-    plain.load_state_dict(model.state_dict())
-    assert not torch.allclose(plain({"t": torch.rand(1, 8), "offset": offset, "span": torch.tensor([8.0]),
-                                     "keyframes": keyframes}), expected, atol=1e-2)
+    torch.testing.assert_close(model(batch), expected, atol=1e-4, rtol=0)
+    plain = create_model("dnerv", "tiny", (64, 80), rgb_residual=False)   # the paper's head: from scratch
+    assert all(torch.count_nonzero(head[-1].weight) == 0 for head in plain.flow_heads)
+    assert torch.count_nonzero(plain.rgb_head[-1].weight) > 0
+    assert not torch.allclose(plain(batch), expected, atol=1e-2)
 
 
 def test_single_scale_flow_is_rescaled_in_fp32():

@@ -185,3 +185,28 @@ def test_keyframe_bytes_are_estimated_on_a_sample_then_exact_once_coded(monkeypa
     monkeypatch.setattr(kf, "SAMPLE_VIDEOS", 48)
     whole = kf.Keyframes("av1-seq", ArrayStore(videos), range(6), clip_len=4)
     assert whole.sample == list(range(6)) and whole.estimate(40) == exact
+
+
+def test_trials_score_an_evenly_spaced_sample_and_the_report_every_video(synth_root, tmp_path, monkeypatch):
+    """Scoring a trial over all 600 videos of a large set took most of a build; the sample decides as well."""
+    from nvrloader.codecs import keyframes as kf
+    from nvrloader.codecs.neural import NeuralCodec
+
+    monkeypatch.setattr(kf, "SAMPLE_VIDEOS", 3)
+    scored: list[list[int] | None] = []
+    real_psnr = NeuralCodec._psnr
+
+    def spy(self, model, layout, store, video_ids, side, device, positions=None):
+        scored.append(None if positions is None else list(positions))
+        return real_psnr(self, model, layout, store, video_ids, side, device, positions)
+
+    monkeypatch.setattr(NeuralCodec, "_psnr", spy)
+    out = tmp_path / "dnerv.nvr"
+    assert build.main([str(synth_root), "--resolution", "64x80", "--fps", "4", "--subset", "test", "--cache-dir",
+                       str(tmp_path / "cache"), "--device", "cpu", "--no-eval", "--codec", "dnerv", "--clip-len", "4",
+                       "--target-bpp", "1.0", "--epochs", "1", "-o", str(out)]) == 0
+    split = json.loads(out.with_suffix(".json").read_text())["rate_split"]
+    trials = len(split["trials"])
+    assert trials >= 2 and scored[:trials] == [[0, 4, 7]] * trials   # 8 test videos
+    assert scored[trials:] and all(s is None for s in scored[trials:])
+    assert "over 3 evenly spaced videos" in split["chosen_by"]

@@ -43,12 +43,18 @@ SHARE_CANDIDATES = (0.55, 0.7, 0.85)  # keyframe shares tried at a target bpp (t
 CLIP_CANDIDATES = (2, 4, 8)           # keyframe intervals tried (the paper's clips are 8 frames)
 DEFAULT_CLIP_LEN = 8                  # without a target
 SEARCH_FRACTION = 0.25                # of the fit's epochs or time budget, spent on the candidates together
-SAMPLE_VIDEOS = 48                    # videos whose keyframes the quality searches encode (evenly spaced)
+SAMPLE_VIDEOS = 48                    # videos the quality searches encode and the split trials score (evenly spaced)
 # auto: the stream codec with the higher keyframe PSNR at the keyframe budget. Measured (python -m
 # nvrloader.study keyframes, README): HEVC 4:4:4 streams win above about 0.1-0.15 keyframe bpp on real
 # video and everywhere on the synthetic set (AV1 is 4:2:0 only), AV1 streams below (a smaller header
 # and better low-rate coding). The first is used without a target.
 AUTO_CODECS = ("hevc-seq", "av1-seq")
+
+
+def sample_positions(count: int) -> list[int]:
+    """``SAMPLE_VIDEOS`` evenly spaced positions in 0..count-1 (all of them when there are fewer): the
+    videos on which the searches measure, so that their cost stops growing with the dataset."""
+    return [int(i) for i in np.unique(np.linspace(0, count - 1, min(count, SAMPLE_VIDEOS)).round())]
 
 
 class Keyframes:
@@ -59,8 +65,7 @@ class Keyframes:
     def __init__(self, codec: str, store: FrameStore, video_ids: Sequence[int], clip_len: int) -> None:
         self.codec, self.store, self.video_ids, self.clip_len = codec, store, list(video_ids), clip_len
         self.qualities = images.QUALITY_RANGE[codec]
-        picks = np.unique(np.linspace(0, len(self.video_ids) - 1, min(len(self.video_ids), SAMPLE_VIDEOS)).round())
-        self.sample = [self.video_ids[int(i)] for i in picks]
+        self.sample = [self.video_ids[i] for i in sample_positions(len(self.video_ids))]
         count = {v: len(keyframe_indices(store.num_frames(v), clip_len)) for v in self.video_ids}
         self._scale = sum(count.values()) / sum(count[v] for v in self.sample)
         self._sizes: dict[int, int] = {}

@@ -23,7 +23,8 @@ from torch import nn
 from nvrloader.codecs.base import Codec, CodecError, EncodeJob, register_codec
 from nvrloader.codecs.keyframes import (CLIP_CANDIDATES, DEFAULT_CLIP_LEN, SEARCH_FRACTION, SHARE_CANDIDATES,
                                         Candidate, KeyframeCodecs, Keyframes, candidate_shares, final_fit,
-                                        planned_trials, search_split, share_range, short_fit)
+                                        planned_trials, sample_positions, search_split, share_range,
+                                        short_fit)
 from nvrloader.codecs.options import CodecOptions, EmbeddingOptions, KeyframeOptions, NeuralOptions
 from nvrloader.codecs.qat import (QAT_LR_SCALE, QAT_PLANNED_BITS, qat_epochs, quantisation_aware_fit, stored_modes,
                                   time_shares)
@@ -376,6 +377,7 @@ class NeuralCodec(Codec):
             return codecs_by_clip[only.clip_len].by_name[only.codec], only.quality, {
                 **report, "given": given, **dataclasses.asdict(only), "share": round(only.share, 4)}, None
         states: dict[Candidate, dict[str, torch.Tensor]] = {}
+        evaluated = sample_positions(len(job.video_ids))   # a trial's PSNR: the sample's frames
 
         def trial(candidate: Candidate) -> dict[str, Any]:
             clip_job = self._with_clip_len(job, candidate.clip_len)
@@ -392,7 +394,7 @@ class NeuralCodec(Codec):
             model = training.fitted(result.model).eval()
             states[candidate] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             return {"psnr": self._psnr(model, training.layout, job.store, job.video_ids,
-                                       _FloatSide(lossy, None, job.device), job.device),
+                                       _FloatSide(lossy, None, job.device), job.device, evaluated),
                     "keyframe_psnr": keyframes.psnr(candidate.quality), "keyframe_bytes": sum(map(len, payloads)),
                     "params": count_model_params(model), "epochs": result.epochs_done}
 
@@ -402,8 +404,9 @@ class NeuralCodec(Codec):
         return codecs_by_clip[chosen.clip_len].by_name[chosen.codec], chosen.quality, {
             **report, "given": given, **{k: best[k] for k in ("clip_len", "share", "codec", "quality")},
             "trials": trials, "trials_planned": planned,
-            "chosen_by": f"highest PSNR after short fits ({SEARCH_FRACTION:.0%} of the fit, float weights); the "
-                         "full fit goes on from the chosen trial"}, states[chosen]
+            "chosen_by": f"highest PSNR after short fits ({SEARCH_FRACTION:.0%} of the fit, float weights), over "
+                         f"{len(evaluated)} evenly spaced videos; the full fit goes on from the chosen trial"
+            }, states[chosen]
 
     @torch.no_grad()
     def _embeddings(self, model: nn.Module, store: FrameStore, video_ids: Sequence[int], bits: int,
@@ -433,10 +436,12 @@ class NeuralCodec(Codec):
 
     @torch.no_grad()
     def _psnr(self, model: nn.Module, layout: TimeLayout, store: FrameStore, video_ids: Sequence[int],
-              side: Any, device: torch.device) -> float:
-        """Mean per-frame PSNR of the model with its weights as they are now and ``side``, for the report."""
+              side: Any, device: torch.device, positions: Sequence[int] | None = None) -> float:
+        """Mean per-frame PSNR of the model with its weights as they are now and ``side``, for the report;
+        over the videos at ``positions`` of ``video_ids`` (default all)."""
         values = []
-        for i, v in enumerate(video_ids):
+        for i in range(len(video_ids)) if positions is None else positions:
+            v = video_ids[i]
             n = store.num_frames(v)
             out = layout.decode(model, [(i, np.arange(n))], device, side)[0].cpu()
             values.append(psnr(out, torch.from_numpy(store.frames(v)).permute(0, 3, 1, 2)))

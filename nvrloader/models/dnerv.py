@@ -209,6 +209,11 @@ class DNeRV(nn.Module):
         flow_ins = (ins + channels[-1:]) if multiscale_flow else ins[:1]
         self.flow_heads = nn.ModuleList(_head(c, 4, act) for c in flow_ins) if flow else nn.ModuleList()
         self.rgb_head = _head(channels[-1] + 3, 3, act)
+        # Heads that output a correction start at zero: no flow (the keyframes' features blended in place)
+        # and, with the RGB residual, no correction, so an untrained model is linear keyframe interpolation.
+        for head in [*self.flow_heads, *([self.rgb_head] if self.rgb_residual else [])]:
+            nn.init.zeros_(head[-1].weight)
+            nn.init.zeros_(head[-1].bias)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
