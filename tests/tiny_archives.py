@@ -57,9 +57,12 @@ def write_h264(path: Path, frames: list[np.ndarray]) -> Path:
 
 def write_dnerv(path: Path, frames: list[np.ndarray], clip_len: int = 8, keyframe_codec: str = "png",
                 keyframe_quality: int = 100, **overrides: Any) -> Path:
-    """A D-NeRV archive whose model has random (seeded) weights: decoding it exercises every path."""
+    """A D-NeRV archive whose model has random (seeded) weights: decoding it exercises every path (the
+    heads too, which a new model starts at zero)."""
     torch.manual_seed(0)
     model = create_model("dnerv", "tiny", (HEIGHT, WIDTH), clip_len=clip_len, **overrides)
+    for head in [*model.flow_heads, model.rgb_head]:
+        head[-1].reset_parameters()
     config = {**model.config, "resolution": [HEIGHT, WIDTH]}
     codec_config = {"model": "dnerv", "model_config": config, "clip_len": clip_len,
                     "weights": {"bits": 8.0, "prune": 0.0}, "embeddings": None,
