@@ -25,7 +25,7 @@ from torch import nn
 
 # Peak lr of the CPU presets ("tiny*": 10k-300k weights fitted for minutes) in every family, in place of
 # the papers' GPU recipes (hundreds of epochs of millions of weights): measured with 120 s (60 s) fits at
-# 0.3 bpp, 5e-3 beat each family's paper lr by 0.4 to 9.6 dB (README, *Learning rate of the tiny presets*).
+# 0.3 bpp, 5e-3 beat each family's paper lr by 0.5 to 9.6 dB (README, *Learning rate of the tiny presets*).
 TINY_LR = 5e-3
 # How a family sees time, and what its decoder reads besides the weights.
 LAYOUT_SIDE_INFO = {"time": "none", "embedding": "embeddings", "subband": "embeddings", "clip": "keyframes"}
