@@ -111,11 +111,17 @@ class KeyframeOptions(NeuralOptions):
     gtmlp: bool | None = option(None, "D-NeRV global temporal MLP")
     flow: bool | None = option(None, "D-NeRV flow-warped keyframe content (off: blended without warping)")
     multiscale_flow: bool | None = option(None, "D-NeRV flow at every scale (off: one coarse flow, resized)")
+    flow_prior: bool | None = option(None, "D-NeRV adds the optical flow between the decoded keyframes to its "
+                                     "flows (default on; off: the paper's model)")
 
     def model_overrides(self) -> dict[str, Any]:
-        """Constructor arguments of the D-NeRV model these options set (clip length and switches)."""
-        switches = ("rgb_residual", "fusion", "gtmlp", "flow", "multiscale_flow")
-        return {k: getattr(self, k) for k in ("clip_len", *switches) if getattr(self, k) is not None}
+        """Constructor arguments of the D-NeRV model these options set (clip length and switches);
+        ``flow=False`` turns the flow prior off too unless it is set."""
+        switches = ("rgb_residual", "fusion", "gtmlp", "flow", "multiscale_flow", "flow_prior")
+        out = {k: getattr(self, k) for k in ("clip_len", *switches) if getattr(self, k) is not None}
+        if self.flow is False and self.flow_prior is None:
+            out["flow_prior"] = False
+        return out
 
 
 # Neural options by a model family's layout: a new family with an existing layout needs nothing here.

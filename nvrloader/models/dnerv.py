@@ -10,6 +10,9 @@ small head predicts the frame in normalised colour space.
 Switches reproduce the paper's ablations: ``fusion="concat"`` (U-Net-style concatenation instead
 of SAF), ``gtmlp=False``, ``flow=False`` (content blended without warping) and
 ``multiscale_flow=False`` (one flow at the coarsest scale, up-sampled for every stage).
+``flow_prior=True`` (this project's presets; the paper has none) adds to every flow the optical flow
+between the clip's decoded keyframes (`flow_prior`), so the heads learn a correction to
+motion-compensated interpolation instead of the whole motion.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from torch import nn
 
 from nvrloader.models.blocks import (NeRVBlock, PositionalEncoding, compute_dtype, initial_grid, instance_norm,
                                      make_activation, mlp, stage_channels, warp, xavier_init_)
+from nvrloader.models.flow_prior import frame_flows, next_keyframe_flows
 from nvrloader.models.registry import register_model
 from nvrloader.models.sizing import Ramp, Scaling, grid_strides
 
@@ -163,12 +167,12 @@ class DNeRV(nn.Module):
     # S/M/L: the paper's UCF101 models (21.4M / 38.9M / 61.3M); tiny*: CPU-sized.
     PRESETS = {
         "tiny": dict(resolution=(64, 80), fc_dim=16, strides=(4, 2, 2), lower_width=8, stem_dim=64,
-                     content_dim=16),
+                     content_dim=16, flow_prior=True),
         "tiny128": dict(resolution=(128, 160), fc_dim=16, strides=(4, 2, 2, 2), lower_width=8, stem_dim=64,
-                        content_dim=16),
-        "S": dict(resolution=(256, 320), fc_dim=198, strides=(4, 2, 2, 2, 2)),
-        "M": dict(resolution=(256, 320), fc_dim=280, strides=(4, 2, 2, 2, 2)),
-        "L": dict(resolution=(256, 320), fc_dim=361, strides=(4, 2, 2, 2, 2)),
+                        content_dim=16, flow_prior=True),
+        "S": dict(resolution=(256, 320), fc_dim=198, strides=(4, 2, 2, 2, 2), flow_prior=True),
+        "M": dict(resolution=(256, 320), fc_dim=280, strides=(4, 2, 2, 2, 2), flow_prior=True),
+        "L": dict(resolution=(256, 320), fc_dim=361, strides=(4, 2, 2, 2, 2), flow_prior=True),
     }
     WIDTH_KEY = "fc_dim"
     FINE_WIDTH_KEY = "stem_dim"
@@ -185,16 +189,20 @@ class DNeRV(nn.Module):
                  stem_dim: int = 512, content_dim: int = 64, pe_base: float = 1.25, pe_levels: int = 240,
                  clip_len: int = 8, fusion: str = "saf", gtmlp: bool = True, flow: bool = True,
                  multiscale_flow: bool = True, mean: Sequence[float] = UCF101_MEAN,
-                 std: Sequence[float] = UCF101_STD, act: str = "gelu", rgb_residual: bool = True):
+                 std: Sequence[float] = UCF101_STD, act: str = "gelu", rgb_residual: bool = True,
+                 flow_prior: bool = False):
         super().__init__()
         if fusion not in FUSIONS:
             raise ValueError(f"dnerv: fusion must be one of {FUSIONS}, got {fusion!r}")
+        if flow_prior and not flow:
+            raise ValueError("dnerv: flow_prior needs flow=True (the prior is added to the flow heads' output)")
         self.resolution = (int(resolution[0]), int(resolution[1]))
         self.grid = initial_grid("dnerv", self.resolution, strides)
         self.fc_dim = int(fc_dim)
         self.clip_len = int(clip_len)
         self.uses_gtmlp = bool(gtmlp)
         self.multiscale_flow = bool(multiscale_flow)
+        self.flow_prior = bool(flow_prior)
         # The RGB head predicts a correction to the blended, warped keyframes (no parameters; off gives
         # the paper's plain head). Small models start from keyframe interpolation instead of grey.
         self.rgb_residual = bool(rgb_residual)
@@ -218,14 +226,19 @@ class DNeRV(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.decode_clips(batch, self.encode_keyframes(batch["keyframes"].flatten(0, 1)))
+        return self.decode_clips(batch, self.encode_keyframes(batch["keyframes"].flatten(0, 1), pairs=True))
 
-    def encode_keyframes(self, keyframes: torch.Tensor) -> list[torch.Tensor]:
-        """Content pyramid of keyframes [K, 3, H, W] in [0, 1], coarsest level first.
+    def encode_keyframes(self, keyframes: torch.Tensor, pairs: bool = False) -> list[torch.Tensor]:
+        """Content pyramid of keyframes [K, 3, H, W] in [0, 1], coarsest level first; with ``flow_prior``
+        one more entry, each keyframe's flows to and from the next row (`flow_prior.next_keyframe_flows`),
+        so rows come in order: a video's keyframes, or (``pairs``) each clip's start then end keyframe.
 
         Apart from `decode_clips` so that a decoder runs the encoder once per keyframe and caches
         the result: neighbouring clips share a keyframe, and requests come back to the same video."""
-        return self.encoder((keyframes - self.mean) / self.std)
+        pyramid = self.encoder((keyframes - self.mean) / self.std)
+        if self.flow_prior:
+            pyramid.append(next_keyframe_flows(keyframes, pairs).to(compute_dtype(keyframes.dtype)))
+        return pyramid
 
     def decode_clips(self, batch: dict[str, torch.Tensor], pyramid: Sequence[torch.Tensor],
                      keep: torch.Tensor | None = None, chunk_pixels: int | None = None) -> torch.Tensor:
@@ -261,7 +274,8 @@ class DNeRV(nn.Module):
         split = len(self.stages) if self.uses_gtmlp else 0   # first scale at which frames are independent
         clips = len(pyramid[0]) // 2
         h, w = self.resolution
-        for i in range(start, len(pyramid)):
+        scales = len(self.stages) + 1   # a flow prior is the pyramid's entry after the scales
+        for i in range(start, scales):
             feats = pyramid[i]
             if chunk_pixels is not None and clips > 1 and len(rows.x) * feats[0, 0].numel() > chunk_pixels:
                 per = max(1, chunk_pixels // (n * h * w))
@@ -279,6 +293,9 @@ class DNeRV(nn.Module):
                 flow = self._upsample_flow(coarse, feats.shape[-2:])
             else:
                 flow = None
+            if self.flow_prior:
+                # in (at least) fp32, as the warp samples: bf16 holds a 10-pixel flow to 1/16 px
+                flow = flow.to(compute_dtype(flow.dtype)) + self._prior(pyramid[scales], owner, weight, feats.shape[-2:])
             fused = self._fuse(feats, flow, weight, clips, n, owner)
             if i < len(self.stages):
                 last_mix = keep is not None and i + 1 == split   # this stage's GTMLP gives only the kept rows
@@ -291,9 +308,15 @@ class DNeRV(nn.Module):
             rows = _Rows(x, weight, owner, coarse)
         return rows.x
 
+    def _prior(self, pairs: torch.Tensor, owner: torch.Tensor, weight: torch.Tensor,
+               size: Sequence[int]) -> torch.Tensor:
+        """Each row's flows to its clip's start and end keyframe at ``size``, from the keyframe flows
+        ``pairs`` (rows: start, end keyframe of each clip; a clip's pair flows are its start's row)."""
+        return frame_flows(self._upsample_flow(pairs[0::2], size).index_select(0, owner), weight)
+
     @staticmethod
     def _upsample_flow(flow: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        """A pixel-unit flow resized to ``size``: displacements scale with the resolution.
+        """A pixel-unit flow resized to ``size`` (up or down): displacements scale with the resolution.
 
         Resized in (at least) fp32, like the warp that consumes it: a bf16 flow times the scale
         would round displacements of a few pixels by up to 1/32 px."""
