@@ -219,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="torch threads of the main process (default: torch's)")
     ap.add_argument("--worker-threads", type=int, default=DecodeOptions.worker_threads,
                     help="torch threads in each decoding worker")
+    ap.add_argument("--compile", metavar="BACKEND", help="torch.compile backend for neural decoding (e.g. "
+                    "inductor on a GPU; default: eager)")
     ap.add_argument("--cache-mb", type=float, default=DecodeOptions.cache_mb,
                     help="per-process cache of decoded side information (D-NeRV keyframe pyramids)")
     ap.add_argument("--channels-last", choices=tuple(ON_OFF), default="auto",
@@ -234,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     options = DecodeOptions(half=args.half, cache_mb=args.cache_mb, worker_threads=args.worker_threads,
                             channels_last=ON_OFF[args.channels_last],
-                            keyframes_as_frames=ON_OFF[args.keyframes_as_frames])
+                            keyframes_as_frames=ON_OFF[args.keyframes_as_frames], compile=args.compile)
     try:
         if not args.allow_mismatch:
             check_same_frames(args.archives)
@@ -252,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"batch_size": args.batch_size, "num_workers": args.num_workers, "device": device,
               "half": args.half, "decode_in": decode_in, "num_segments": args.num_segments,
               "sampling": args.sampling, "repeats": args.repeats, "cache_mb": args.cache_mb,
-              "keyframes_as_frames": args.keyframes_as_frames, "reference": str(args.archives[0]),
+              "keyframes_as_frames": args.keyframes_as_frames, "compile": args.compile,
+              "reference": str(args.archives[0]),
               "results": results}
     print(table(report))
     if args.output:

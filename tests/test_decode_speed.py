@@ -130,6 +130,17 @@ def test_cpu_chunks_and_the_gpu_layout_give_the_frames_of_one_pass(archives, nam
         assert_same_up_to_rounding(a, b)
 
 
+def test_compiled_decoding_gives_the_frames_of_eager_decoding(archives):
+    """``DecodeOptions(compile=...)`` runs the network's decode methods through torch.compile (here the
+    "eager" backend, which traces with dynamo but needs no compiler); the frames are the same."""
+    compiled = ArchiveDecoder(archives["dnerv"], CPU, options=DecodeOptions(compile="eager"))
+    decoder = compiled._codec_decoder()
+    assert hasattr(decoder.model.decode_clips, "_torchdynamo_orig_callable")   # what compile_decoding wraps
+    for a, b in zip(ArchiveDecoder(archives["dnerv"], CPU).get_frames_batch(REQUESTS),
+                    compiled.get_frames_batch(REQUESTS)):
+        assert_same_up_to_rounding(a, b)
+
+
 def test_gpu_defaults_are_one_pass_and_channels_last():
     cuda, cpu = torch.device("cuda"), torch.device("cpu")
     options = DecodeOptions()

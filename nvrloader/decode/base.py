@@ -33,6 +33,9 @@ class DecodeOptions:
     process keeps its own setting); raise it when there are more cores than workers.
     ``keyframes_as_frames``: D-NeRV delivers a requested keyframe as decoded, without the network
     (`layouts.ClipLayout`); None follows the archive, whose build chose it by measured PSNR.
+    ``compile``: a `torch.compile` backend for the network's decode methods (e.g. "inductor" on a
+    GPU); None (the default) runs eagerly. Never required: on this project's CPU measurements
+    compiling was slower (README, *Loading*).
     """
 
     CPU_CHUNK_PIXELS: ClassVar[int] = 16 * 64 * 80
@@ -44,6 +47,7 @@ class DecodeOptions:
     tune_malloc: bool = True
     worker_threads: int = 1
     keyframes_as_frames: bool | None = None
+    compile: str | None = None
 
     def use_channels_last(self, device: torch.device) -> bool:
         return device.type == "cuda" if self.channels_last is None else self.channels_last

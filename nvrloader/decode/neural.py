@@ -36,6 +36,19 @@ def load_stored_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
                          f"unexpected {unexpected[:5]}")
 
 
+# what each family's decode layout calls on the model (`layouts`): only these are compiled
+DECODE_METHODS = ("forward", "decode_clips")
+
+
+def compile_decoding(model: nn.Module, backend: str) -> nn.Module:
+    """Replace, on this instance, the model's decode methods by `torch.compile`d ones (shapes vary with
+    the batch, so dynamic); returns ``model``. Parameters and state dict stay those of the module."""
+    for name in DECODE_METHODS:
+        if hasattr(model, name):
+            setattr(model, name, torch.compile(getattr(model, name), backend=backend, dynamic=True))
+    return model
+
+
 @register_decoder(*list_models())
 class NeuralDecoder(Decoder):
     """Weights dequantised onto the device once; each DataLoader batch is one forward pass on CUDA and
@@ -63,6 +76,8 @@ class NeuralDecoder(Decoder):
         self.memory_format = (torch.channels_last if self.options.use_channels_last(device)
                               else torch.contiguous_format)
         self.model.to(memory_format=self.memory_format)
+        if self.options.compile is not None:
+            compile_decoding(self.model, self.options.compile)
         table = FrameTable(tuple(int(v["num_frames"]) for v in self.meta["videos"]))
         self.layout: TimeLayout = LAYOUTS[family.layout](table, cfg.get("clip_len", 8))
         if isinstance(self.layout, ClipLayout):
