@@ -3,6 +3,8 @@ gives: cached keyframe pyramids, frame-level decoding without GTMLP, CPU chunks,
 threads and decoding in the main process."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -132,13 +134,20 @@ def test_cpu_chunks_and_the_gpu_layout_give_the_frames_of_one_pass(archives, nam
 
 def test_compiled_decoding_gives_the_frames_of_eager_decoding(archives):
     """``DecodeOptions(compile=...)`` runs the network's decode methods through torch.compile (here the
-    "eager" backend, which traces with dynamo but needs no compiler); the frames are the same."""
-    compiled = ArchiveDecoder(archives["dnerv"], CPU, options=DecodeOptions(compile="eager"))
-    decoder = compiled._codec_decoder()
-    assert hasattr(decoder.model.decode_clips, "_torchdynamo_orig_callable")   # what compile_decoding wraps
-    for a, b in zip(ArchiveDecoder(archives["dnerv"], CPU).get_frames_batch(REQUESTS),
-                    compiled.get_frames_batch(REQUESTS)):
-        assert_same_up_to_rounding(a, b)
+    "eager" backend, which traces with dynamo but needs no compiler); the frames are the same. In a
+    child process: dynamo leaves autograd threads behind that break later fork-based tests (DDP)."""
+    script = f"""
+from nvrloader.decode import ArchiveDecoder, DecodeOptions
+path, requests = {str(archives["dnerv"])!r}, {REQUESTS!r}
+compiled = ArchiveDecoder(path, "cpu", options=DecodeOptions(compile="eager"))
+assert hasattr(compiled._codec_decoder().model.decode_clips, "_torchdynamo_orig_callable")
+for a, b in zip(ArchiveDecoder(path, "cpu").get_frames_batch(requests), compiled.get_frames_batch(requests)):
+    diff = (a.int() - b.int()).abs()
+    assert diff.max() <= 1 and (diff > 0).float().mean() < 1e-3, diff.max()
+print("same frames")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "same frames" in done.stdout, done.stderr[-2000:]
 
 
 def test_gpu_defaults_are_one_pass_and_channels_last():
