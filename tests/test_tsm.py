@@ -173,3 +173,21 @@ def test_load_backbone_reports_missing_and_bad_shapes(tmp_path) -> None:
         load_backbone(TSM(num_classes=2, num_segments=8, backbone="resnet18", width_mult=0.5), path)
     with pytest.raises(FileNotFoundError, match="nowhere.pth"):
         load_backbone(TSM(num_classes=2, num_segments=8, backbone="resnet18"), tmp_path / "nowhere.pth")
+
+
+def test_training_model_is_channels_last_and_computes_the_same() -> None:
+    """make_tsm lays weights out NHWC (faster on CPU and CUDA); the logits and the shifts must not change."""
+    from recognition.config import TrainConfig
+    from recognition.engine import make_tsm
+
+    cfg = TrainConfig.from_recipe("synthetic", num_segments=4)
+    torch.manual_seed(0)
+    nhwc = make_tsm(cfg, 3).eval()
+    plain = TSM(3, 4, cfg.backbone, cfg.shift_div, cfg.dropout, cfg.partial_bn, cfg.width_mult, cfg.fc_init_std)
+    plain.load_state_dict(nhwc.state_dict())
+    plain.eval()
+    convs = [m.weight for m in nhwc.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    clips = torch.randn(2, 4, 3, 32, 40)
+    with torch.no_grad():
+        torch.testing.assert_close(nhwc(clips), plain(clips), rtol=1e-4, atol=1e-5)
